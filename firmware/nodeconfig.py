@@ -1,0 +1,83 @@
+"""Reads and validates the node's config.json (PROTOCOL.md, "Node config file").
+
+The node refuses a config it cannot run rather than guessing; provisioning validates
+the same ranges on the host before writing the file."""
+import json
+
+DEFAULTS = {
+    "window_s": 60,
+    "status_s": 300,
+    "ntp": ["ntp.aliyun.com", "pool.ntp.org"],
+    # Presence hold times (DOMAIN.md "Presence fusion"): vacant after PIR and radar
+    # have been quiet this long. With a working radar a still class keeps the room
+    # occupied, so the hold after the radar goes quiet can be short.
+    "presence": {"hold_s": 300, "radar_hold_s": 60},
+}
+
+# key: (min, max) for integer settings a `config` command may also change.
+RANGES = {
+    "window_s": (10, 900),
+    "status_s": (30, 86400),
+    "hold_s": (10, 3600),
+    "radar_hold_s": (5, 3600),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check_int(name, value):
+    lo, hi = RANGES[name]
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError("%s must be an integer %d..%d" % (name, lo, hi))
+    return value
+
+
+def valid_device_id(s):
+    if not isinstance(s, str) or len(s) != 15 or not s.startswith("cf-"):
+        return False
+    for c in s[3:]:
+        if c not in "0123456789abcdef":
+            return False
+    return True
+
+
+def validate(cfg):
+    if not isinstance(cfg, dict) or cfg.get("v") != 1:
+        raise ConfigError("config.json must be an object with \"v\": 1")
+    if not valid_device_id(cfg.get("device_id")):
+        raise ConfigError("device_id must match ^cf-[0-9a-f]{12}$")
+    mqtt = cfg.get("mqtt")
+    if not isinstance(mqtt, dict) or not isinstance(mqtt.get("host"), str) or not mqtt["host"]:
+        raise ConfigError("mqtt.host is required")
+    port = mqtt.get("port", 8883 if mqtt.get("tls") else 1883)
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError("mqtt.port must be 1..65535")
+    mqtt["port"] = port
+    for key in ("window_s", "status_s"):
+        cfg[key] = _check_int(key, cfg.get(key, DEFAULTS[key]))
+    presence = cfg.get("presence", {})
+    if not isinstance(presence, dict):
+        raise ConfigError("presence must be an object")
+    merged = dict(DEFAULTS["presence"])
+    for key in presence:
+        if key in merged:
+            merged[key] = _check_int(key, presence[key])
+    cfg["presence"] = merged
+    if "ntp" not in cfg:
+        cfg["ntp"] = DEFAULTS["ntp"]
+    if "board" not in cfg:
+        cfg["board"] = "sim" if "sim" in cfg else "esp32-devkit"
+    return cfg
+
+
+def load(path="config.json"):
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except OSError:
+        raise ConfigError("no %s in the working directory" % path)
+    except ValueError:
+        raise ConfigError("%s is not valid JSON" % path)
+    return validate(cfg)

@@ -1,0 +1,118 @@
+"""`campusfleet` command line: thin wrappers over the app factory, the ingest worker,
+migrations and the demo. Flags override CAMPUSFLEET_* environment variables."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from fleet_server.settings import Settings, parse_host_port
+
+app = typer.Typer(help="CampusFleet fleet server.", no_args_is_help=True, add_completion=False)
+
+MqttOpt = Annotated[str | None, typer.Option("--mqtt", help="mqtt://host:port (Mosquitto) or embedded://host:port (amqtt in-process)")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy database URL (default sqlite:///./var/campusfleet.db)")]
+BindOpt = Annotated[str | None, typer.Option("--bind", help="HTTP listen address host:port, [::]:port for IPv6")]
+
+
+def _settings(**overrides) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise typer.BadParameter(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # amqtt logs every connection and packet at INFO.
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@app.command()
+def serve(mqtt: MqttOpt = None, db: DbOpt = None, bind: BindOpt = None,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the API server with ingest (and the embedded broker unless --mqtt mqtt://...)."""
+    import uvicorn
+
+    from fleet_server.app import create_app
+
+    settings = _settings(mqtt=mqtt, db=db, bind=bind)
+    _logging(verbose)
+    host, port = parse_host_port(settings.bind, 8000)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info" if verbose else "warning")
+
+
+@app.command()
+def ingest(mqtt: MqttOpt = None, db: DbOpt = None,
+           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run an ingest worker alone (no HTTP), against an external broker."""
+    from fleet_server.db.engine import make_engine, migrate
+    from fleet_server.ingest.mqtt_adapter import MqttIngest
+    from fleet_server.ingest.stats import IngestStats
+    from fleet_server.settings import EMBEDDED_SCHEME, parse_mqtt_url
+
+    settings = _settings(mqtt=mqtt, db=db)
+    scheme, host, port = parse_mqtt_url(settings.mqtt)
+    if scheme == EMBEDDED_SCHEME:
+        raise typer.BadParameter("an ingest worker needs an external broker: --mqtt mqtt://host:port")
+    _logging(verbose)
+    engine = make_engine(settings.db)
+    migrate(engine)
+    worker = MqttIngest(engine=engine, host=host, port=port, client_id=settings.ingest_client_id,
+                        stats=IngestStats(), batch_max=settings.batch_max,
+                        batch_max_age_ms=settings.batch_max_age_ms)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.start()
+    stop.wait()
+    worker.stop()
+
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOpt = None, revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default head)."""
+    from fleet_server.db.engine import make_engine, migrate
+
+    settings = _settings(db=db)
+    migrate(make_engine(settings.db), revision)
+    typer.echo(f"database at {revision}")
+
+
+@app.command()
+def demo(nodes: Annotated[int, typer.Option(min=1, max=200, help="virtual nodes to run")] = 12,
+         speed: Annotated[float, typer.Option(min=1, help="sim clock speed until it reaches now")] = 60.0,
+         bind: Annotated[str, typer.Option(help="HTTP listen address")] = "127.0.0.1:8000",
+         mqtt_port: Annotated[int | None, typer.Option(help="embedded broker port (default 1883, or a free one)")] = None,
+         workdir: Annotated[Path, typer.Option(help="folder for the demo database and node flash")] = Path("var/demo"),
+         duration: Annotated[float | None, typer.Option(help="stop by itself after this many seconds")] = None) -> None:
+    """Embedded broker + server on SQLite + virtual nodes running the real firmware."""
+    from fleet_server.demo import DemoError, run_demo
+
+    _settings(bind=bind)  # validates --bind with the same rules as serve
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        raise typer.Exit(run_demo(nodes=nodes, speed=speed, bind=bind, mqtt_port=mqtt_port,
+                                  workdir=workdir, duration_s=duration))
+    except (DemoError, FileNotFoundError) as e:
+        typer.echo(f"campusfleet demo: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Database: one schema (SQLAlchemy Core) for SQLite and PostgreSQL, Alembic migrations."""

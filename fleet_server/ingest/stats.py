@@ -1,0 +1,66 @@
+"""Ingest counters, rendered as Prometheus text on /metrics."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from fleet_server.protocol import REJECT_REASONS
+
+KINDS = ("telemetry", "event", "status", "ack")
+
+
+class IngestStats:
+    """Thread-safe counters. `messages[(result, reason)]`: result is accepted,
+    duplicate or rejected; reason is the message kind for accepted/duplicate and the
+    reject reason for rejected."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.messages: Counter[tuple[str, str]] = Counter()
+        self.batches = 0
+        self.commit_errors = 0
+        self.queue_depth = 0
+        self.connected = False
+
+    def count(self, result: str, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.messages[(result, reason)] += n
+
+    def add_batch(self) -> None:
+        with self._lock:
+            self.batches += 1
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self.messages)
+
+    def render_prometheus(self) -> str:
+        snap = self.snapshot()
+        # Every series exists from the start (zeros), so rate() works on first use.
+        keys = {("accepted", k) for k in KINDS} | {("duplicate", k) for k in KINDS}
+        keys |= {("rejected", r) for r in REJECT_REASONS}
+        keys |= set(snap)
+        lines = [
+            "# HELP campusfleet_ingest_messages_total MQTT messages handled by ingest, by result and reason.",
+            "# TYPE campusfleet_ingest_messages_total counter",
+        ]
+        for result, reason in sorted(keys):
+            lines.append(
+                f'campusfleet_ingest_messages_total{{result="{result}",reason="{reason}"}} {snap.get((result, reason), 0)}'
+            )
+        with self._lock:
+            lines += [
+                "# HELP campusfleet_ingest_batches_total Committed ingest batches.",
+                "# TYPE campusfleet_ingest_batches_total counter",
+                f"campusfleet_ingest_batches_total {self.batches}",
+                "# HELP campusfleet_ingest_commit_errors_total Failed batch commits (retried, never acked).",
+                "# TYPE campusfleet_ingest_commit_errors_total counter",
+                f"campusfleet_ingest_commit_errors_total {self.commit_errors}",
+                "# HELP campusfleet_ingest_queue_depth Messages received and not yet committed.",
+                "# TYPE campusfleet_ingest_queue_depth gauge",
+                f"campusfleet_ingest_queue_depth {self.queue_depth}",
+                "# HELP campusfleet_ingest_connected 1 while ingest is connected to the broker.",
+                "# TYPE campusfleet_ingest_connected gauge",
+                f"campusfleet_ingest_connected {int(self.connected)}",
+            ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Service layer: the logic behind the routes; each function takes its connection."""

@@ -1,0 +1,66 @@
+"""Server settings: environment variables prefixed CAMPUSFLEET_ and CLI flags.
+
+Nothing reads them at import time; the app factory and the CLI build a Settings."""
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_SCHEME = "embedded"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAMPUSFLEET_", extra="ignore")
+
+    # SQLAlchemy URL; the default is a SQLite file under ./var/.
+    db: str = "sqlite:///./var/campusfleet.db"
+    # mqtt://host:port for an external broker (Mosquitto), or embedded://host:port to
+    # start the amqtt broker inside this process.
+    mqtt: str = "embedded://127.0.0.1:1883"
+    bind: str = "127.0.0.1:8000"
+    # Run the MQTT ingest inside the API process (off for API-only replicas).
+    ingest: bool = True
+    ingest_client_id: str = "campusfleet-ingest"
+    # Batch commit bounds: whichever is reached first closes the batch.
+    batch_max: int = 500
+    batch_max_age_ms: int = 50
+
+    @field_validator("mqtt")
+    @classmethod
+    def _mqtt_url(cls, v: str) -> str:
+        parse_mqtt_url(v)
+        return v
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str) -> str:
+        parse_host_port(v, 8000)
+        return v
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """'host:port', '[::1]:port', 'host' -> (host, port). Raises ValueError."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"no host in {text!r}")
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise ValueError(f"port in {text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port in {text!r} is out of range")
+    return host, port
+
+
+def parse_mqtt_url(url: str) -> tuple[str, str, int]:
+    """-> (scheme, host, port); scheme is 'mqtt' or 'embedded'."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("mqtt", EMBEDDED_SCHEME):
+        raise ValueError(f"MQTT URL must be mqtt://host:port or embedded://host:port, not {url!r}")
+    host, port = parse_host_port(rest.rstrip("/"), 1883)
+    return scheme, host, port
