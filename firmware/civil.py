@@ -12,15 +12,36 @@ def days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
+def _digits(text, a, b):
+    part = text[a:b]
+    if len(part) != b - a:
+        raise ValueError
+    for c in part:
+        if c not in "0123456789":
+            raise ValueError  # int() would also take a sign or spaces
+    return int(part)
+
+
+def days_in_month(y, m):
+    if m == 12:
+        return 31
+    return days_from_civil(y, m + 1, 1) - days_from_civil(y, m, 1)
+
+
 def parse_iso8601(text):
-    """'2026-11-23T07:30:00+08:00' (or ...Z) -> Unix seconds. Raises ValueError."""
+    """'2026-11-23T07:30:00+08:00' (or ...Z) -> Unix seconds. Raises ValueError for
+    anything else, including fields out of range (RFC 3339 5.6), so a mistyped time
+    is refused rather than silently shifted."""
+    bad = ValueError("not an ISO 8601 time with offset: %s" % text)
     try:
-        y = int(text[0:4])
-        mo = int(text[5:7])
-        d = int(text[8:10])
-        hh = int(text[11:13])
-        mi = int(text[14:16])
-        ss = int(text[17:19])
+        y = _digits(text, 0, 4)
+        mo = _digits(text, 5, 7)
+        d = _digits(text, 8, 10)
+        hh = _digits(text, 11, 13)
+        mi = _digits(text, 14, 16)
+        ss = _digits(text, 17, 19)
+        if text[4] != "-" or text[7] != "-" or text[10] not in "Tt " or text[13] != ":" or text[16] != ":":
+            raise ValueError
         rest = text[19:]
         if rest and rest[0] == ".":  # fractional seconds are ignored
             i = 1
@@ -30,15 +51,19 @@ def parse_iso8601(text):
         if rest in ("Z", "z"):
             off = 0
         elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
-            off = int(rest[1:3]) * 3600 + int(rest[4:6]) * 60
+            oh = _digits(rest, 1, 3)
+            om = _digits(rest, 4, 6)
+            if oh > 23 or om > 59:
+                raise ValueError
+            off = oh * 3600 + om * 60
             if rest[0] == "-":
                 off = -off
         else:
             raise ValueError
     except (ValueError, IndexError):
-        raise ValueError("not an ISO 8601 time with offset: %s" % text)
-    if text[4] != "-" or text[7] != "-" or text[10] not in "Tt " or not (1 <= mo <= 12 and 1 <= d <= 31):
-        raise ValueError("not an ISO 8601 time with offset: %s" % text)
+        raise bad
+    if not (1 <= mo <= 12 and 1 <= d <= days_in_month(y, mo) and hh <= 23 and mi <= 59 and ss <= 60):
+        raise bad
     return days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss - off
 
 

@@ -48,7 +48,10 @@ class CommandBook:
         elif not isinstance(args, dict):
             ok, err = False, "bad_args"
         else:
-            err = ops[op](args)
+            try:
+                err = ops[op](args)
+            except Exception as e:  # a failing op must not take the node loop down
+                err = "failed: %s" % type(e).__name__
             ok = err is None
         self._remember(cid, ok, err)
         return _ack(cid, ok, err, now)

@@ -38,6 +38,7 @@ def _insert_new(conn: Connection, table, rows: list[dict]) -> set[tuple[str, int
     """INSERT .. ON CONFLICT DO NOTHING RETURNING key: the keys actually written."""
     if not rows:
         return set()
+    rows = list({(r["device_id"], r["seq"]): r for r in reversed(rows)}.values())  # first wins
     stmt = (_insert(conn, table)
             .on_conflict_do_nothing(index_elements=["device_id", "seq"])
             .returning(table.c.device_id, table.c.seq))
@@ -103,7 +104,10 @@ def store_batch(conn: Connection, batch: list[Received]) -> list[str]:
     for item in batch:
         m = item.msg
         if isinstance(m, Window):
+            # A key written by this batch counts once; a repeat inside the batch is
+            # a duplicate like any other redelivery.
             fresh = (m.device_id, m.seq) in new_windows
+            new_windows.discard((m.device_id, m.seq))
             if fresh:
                 d = deltas[m.device_id]
                 d.new_windows += 1
@@ -111,6 +115,7 @@ def store_batch(conn: Connection, batch: list[Received]) -> list[str]:
                     d.newest_window = m
         elif isinstance(m, Event):
             fresh = (m.device_id, m.seq) in new_events
+            new_events.discard((m.device_id, m.seq))
             if fresh:
                 d = deltas[m.device_id]
                 if d.newest_event is None or m.ts > d.newest_event.ts:

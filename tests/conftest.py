@@ -1,0 +1,70 @@
+"""Shared fixtures: a real Mosquitto, a real fleet server per test (fresh SQLite),
+and virtual nodes running the real firmware on the MicroPython unix port."""
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from fleet_server.settings import Settings
+from fleet_server.virtual_nodes import VirtualNode, node_config, prepare_node_dir
+from tests.utils.services import FleetServer, Mosquitto, Publisher
+
+# MicroPython test modules under firmware/mp run on the unix port via their runner,
+# not under CPython.
+collect_ignore_glob = ["firmware/mp/*"]
+
+_node_numbers = itertools.count(0x100)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def server(mosquitto, tmp_path) -> Iterator[FleetServer]:
+    settings = Settings(db=f"sqlite:///{tmp_path}/fleet.db", mqtt=mosquitto.url,
+                        ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}")
+    srv = FleetServer(settings).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def publisher(mosquitto) -> Iterator[Publisher]:
+    pub = Publisher(mosquitto.host, mosquitto.port, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    yield pub
+    pub.close()
+
+
+def new_device_id() -> str:
+    return "cf-0000beef%04x" % next(_node_numbers)
+
+
+@pytest.fixture
+def make_node(mosquitto, tmp_path) -> Iterator:
+    """Factory: make_node(scenario=..., start=datetime, speed=..., **config overrides)."""
+    nodes: list[VirtualNode] = []
+
+    def factory(*, start: datetime, scenario: str = "classroom", speed: float = 60.0, seed: int = 1,
+                window_s: int = 60, status_s: int = 300, device_id: str | None = None,
+                heap: str = "128K", extra_sim: dict | None = None, **overrides) -> VirtualNode:
+        device_id = device_id or new_device_id()
+        cfg = node_config(device_id, mqtt_host=mosquitto.host, mqtt_port=mosquitto.port,
+                          scenario=scenario, start=start, speed=speed, seed=seed,
+                          window_s=window_s, status_s=status_s, truth="truth.csv", extra_sim=extra_sim)
+        cfg.update(overrides)
+        node = VirtualNode(device_id, prepare_node_dir(Path(tmp_path) / "nodes" / device_id, cfg))
+        nodes.append(node.start(heap=heap))
+        return node
+
+    yield factory
+    for n in nodes:
+        n.stop()

@@ -1,0 +1,121 @@
+"""CommandBook (firmware/commands.py) against PROTOCOL.md "Command and result": ack shape,
+expiry, unknown op, bad args, idempotence by id, and silence for non-commands."""
+import json
+
+from commands import CommandBook
+
+NOW = 1764300012
+
+
+class Ops:
+    """An ops table that records every call, so a test can prove an op did (not) run."""
+
+    def __init__(self, result=None):
+        self.calls = []
+        self.result = result
+
+    def table(self):
+        return {"identify": self._identify, "sync": self._sync}
+
+    def _identify(self, args):
+        self.calls.append(("identify", args))
+        return self.result
+
+    def _sync(self, args):
+        self.calls.append(("sync", args))
+        return None
+
+
+def _cmd(**fields):
+    msg = {"v": 1}
+    msg.update(fields)
+    return json.dumps(msg).encode()
+
+
+def test_ok_ack_has_exactly_the_protocol_shape():
+    ops = Ops()
+    ack = CommandBook().handle(_cmd(id="c-7f3a", op="identify", args={"s": 30},
+                                    exp=NOW + 600), NOW + 0.7, ops.table())
+    assert ack == {"v": 1, "id": "c-7f3a", "ok": True, "err": None, "ts": NOW}, ack
+    assert sorted(ack.keys()) == ["err", "id", "ok", "ts", "v"]
+    assert isinstance(ack["ts"], int)  # node clock may be fractional; ts is Unix s
+    assert ops.calls == [("identify", {"s": 30})], ops.calls
+
+
+def test_missing_args_run_the_op_with_an_empty_object():
+    ops = Ops()
+    ack = CommandBook().handle(_cmd(id="c-1", op="sync"), NOW, ops.table())
+    assert ack["ok"] is True and ops.calls == [("sync", {})], (ack, ops.calls)
+
+
+def test_op_error_string_becomes_ok_false_with_that_err():
+    ops = Ops(result="bad_args")
+    ack = CommandBook().handle(_cmd(id="c-2", op="identify", args={"s": -1}), NOW, ops.table())
+    assert (ack["ok"], ack["err"]) == (False, "bad_args"), ack
+
+
+def test_expired_command_is_acked_expired_and_not_run():
+    ops = Ops()
+    ack = CommandBook().handle(_cmd(id="c-3", op="identify", exp=NOW - 1), NOW, ops.table())
+    assert (ack["ok"], ack["err"], ack["id"]) == (False, "expired", "c-3"), ack
+    assert ops.calls == []
+
+
+def test_command_at_exactly_exp_still_runs():
+    # "past exp" means now > exp.
+    ops = Ops()
+    ack = CommandBook().handle(_cmd(id="c-4", op="sync", exp=NOW), NOW, ops.table())
+    assert ack["ok"] is True and len(ops.calls) == 1, ack
+
+
+def test_unknown_op_is_acked_unknown_op():
+    ops = Ops()
+    book = CommandBook()
+    ack = book.handle(_cmd(id="c-5", op="selfdestruct"), NOW, ops.table())
+    assert (ack["ok"], ack["err"]) == (False, "unknown_op"), ack
+    ack = book.handle(_cmd(id="c-6"), NOW, ops.table())  # no op at all
+    assert (ack["ok"], ack["err"]) == (False, "unknown_op"), ack
+    assert ops.calls == []
+
+
+def test_args_not_an_object_is_bad_args_and_not_run():
+    ops = Ops()
+    book = CommandBook()
+    for i, args in enumerate(([30], "s=30", 30)):
+        ack = book.handle(_cmd(id="c-b%d" % i, op="identify", args=args), NOW, ops.table())
+        assert (ack["ok"], ack["err"]) == (False, "bad_args"), (args, ack)
+    assert ops.calls == []
+
+
+def test_repeated_id_is_acked_again_with_same_result_and_not_run_twice():
+    ops = Ops()
+    book = CommandBook()
+    payload = _cmd(id="c-7", op="identify", args={"s": 5})
+    first = book.handle(payload, NOW, ops.table())
+    again = book.handle(payload, NOW + 30, ops.table())
+    assert len(ops.calls) == 1, ops.calls
+    assert (again["id"], again["ok"], again["err"]) == ("c-7", True, None), again
+    assert again["ts"] == NOW + 30 and first["ts"] == NOW
+
+
+def test_repeated_id_keeps_a_failed_result():
+    # A redelivered expired command stays expired, even if resent with a later exp.
+    ops = Ops()
+    book = CommandBook()
+    book.handle(_cmd(id="c-8", op="sync", exp=NOW - 10), NOW, ops.table())
+    again = book.handle(_cmd(id="c-8", op="sync", exp=NOW + 10), NOW, ops.table())
+    assert (again["ok"], again["err"]) == (False, "expired"), again
+    assert ops.calls == []
+
+
+def test_non_commands_get_no_ack():
+    ops = Ops()
+    book = CommandBook()
+    for payload in (b"not json", b"", b"\xff\xfe", b"[1,2]", b"42",
+                    _cmd(op="sync"),                   # no id
+                    _cmd(id="", op="sync"),            # empty id
+                    _cmd(id=7, op="sync"),             # id not a string
+                    b'{"id":"c-9","op":"sync"}',       # no v
+                    b'{"v":2,"id":"c-9","op":"sync"}'):
+        assert book.handle(payload, NOW, ops.table()) is None, payload
+    assert ops.calls == []

@@ -1,0 +1,198 @@
+"""Real services for tests (TESTING.md): Mosquitto started from a config in a temp
+folder, the fleet server under uvicorn on a free port, and small waiting helpers."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fleet_server.app import create_app
+from fleet_server.settings import Settings
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.1,
+               what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last value: {last!r})")
+
+
+def mosquitto_binary() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.fail("Mosquitto is not installed; run `make sysdeps` as root or `sudo apt-get install -y mosquitto`",
+                pytrace=False)
+
+
+class Mosquitto:
+    """A real Mosquitto on a free loopback port; stop() / start() for fault tests."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.conf = workdir / "mosquitto.conf"
+        self.log = workdir / "mosquitto.log"
+        self.conf.write_text(
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            # Ingest acks after commit: let many QoS 1 messages be in flight to it.
+            "max_inflight_messages 1000\n"
+            "max_queued_messages 100000\n"
+            "log_dest stderr\n"
+        )
+        self.conf.chmod(0o644)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self) -> Mosquitto:
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        try:
+            wait_until(self._accepting, 10, 0.05, f"mosquitto on port {self.port}")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"mosquitto did not start; its log:\n{self.log.read_text()}") from None
+        return self
+
+    def _accepting(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"mosquitto exited ({self.proc.returncode}):\n{self.log.read_text()}")
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+class FleetServer:
+    """The fleet server app under a real uvicorn in a thread, on a free port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                     log_level="warning", lifespan="on"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.http = httpx.Client(base_url=self.base_url, timeout=10)
+
+    def start(self) -> FleetServer:
+        self._thread.start()
+        wait_until(lambda: self._server.started or not self._thread.is_alive(), 30, 0.05, "uvicorn start")
+        if not self._server.started:
+            raise AssertionError("the fleet server failed to start (see the log above)")
+        ingest = self.app.state.ingest
+        if ingest is not None and not ingest.wait_connected(10):
+            raise AssertionError("ingest did not connect to the broker")
+        return self
+
+    def stop(self) -> None:
+        self.http.close()
+        self._server.should_exit = True
+        self._thread.join(20)
+
+    # helpers
+    def get(self, path: str, **kw) -> Any:
+        r = self.http.get(path, **kw)
+        r.raise_for_status()
+        return r.json()
+
+    def device(self, device_id: str) -> dict | None:
+        r = self.http.get(f"/api/v1/devices/{device_id}")
+        return r.json() if r.status_code == 200 else None
+
+    def metric(self, result: str, reason: str) -> int:
+        text = self.http.get("/metrics").text
+        key = f'campusfleet_ingest_messages_total{{result="{result}",reason="{reason}"}} '
+        for line in text.splitlines():
+            if line.startswith(key):
+                return int(float(line[len(key):]))
+        return 0
+
+
+class Publisher:
+    """A plain paho client that publishes like a node would (QoS 1, waits for PUBACK)."""
+
+    def __init__(self, host: str, port: int, client_id: str = "test-publisher") -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(5)
+        assert info.is_published(), f"broker did not ack publish to {topic}"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Recorder:
+    """Subscribes to topics and keeps every message (topic, payload, retain)."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{free_port()}")
+        self.client.on_message = self._on_message
+        ready = threading.Event()
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.connect(host, port)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+        assert ready.wait(5), "recorder subscription not acknowledged"
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def of(self, suffix: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if t.endswith("/" + suffix)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
