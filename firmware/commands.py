@@ -1,13 +1,24 @@
 """Command handling (PROTOCOL.md "Command and result"): parse, expire, run once per
 id, and build the `ack`. The ops themselves are carried out by the node."""
 import json
+import os
 
 _RECENT_IDS = 16  # remembered results, so a redelivered command is acked, not re-run
 
 
 class CommandBook:
-    def __init__(self):
+    """Results of the last commands, kept on flash so a command redelivered after a
+    reboot (QoS 1, clean session off) is acked again rather than run twice."""
+
+    def __init__(self, path="cmds.json"):
+        self.path = path
+        self.last_op = None  # the op actually run by the last handle(), else None
         self._recent = []  # [(id, ok, err)], oldest first
+        try:
+            with open(path) as f:
+                self._recent = [tuple(e) for e in json.load(f)][-_RECENT_IDS:]
+        except (OSError, ValueError, TypeError):
+            self._recent = []
 
     def _seen(self, cid):
         for entry in self._recent:
@@ -19,11 +30,16 @@ class CommandBook:
         self._recent.append((cid, ok, err))
         if len(self._recent) > _RECENT_IDS:
             self._recent.pop(0)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self._recent, f)
+        os.rename(tmp, self.path)
 
     def handle(self, payload, now, ops):
         """payload: bytes from the cmd topic; now: node clock (Unix s);
         ops: dict op name -> fn(args) returning None (ok) or an error string.
         Returns the ack dict to publish, or None for a message that is not a command."""
+        self.last_op = None
         try:
             cmd = json.loads(payload)
         except (ValueError, UnicodeError):
@@ -48,6 +64,7 @@ class CommandBook:
         elif not isinstance(args, dict):
             ok, err = False, "bad_args"
         else:
+            self.last_op = op
             try:
                 err = ops[op](args)
             except Exception as e:  # a failing op must not take the node loop down

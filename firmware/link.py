@@ -34,6 +34,9 @@ class Link:
     def service(self):
         """Call often from the node loop. Never blocks longer than one connect attempt."""
         if self.client.is_connected():
+            if not self.hw.network_up():
+                self._lost(OSError("network down"))
+                return
             try:
                 self.client.poll()
             except (OSError, MQTTError) as e:

@@ -1,6 +1,6 @@
 """CampusFleet node entry point: read config.json, pick the hardware layer once
-(`esp32` on the board, `sim` on the unix port), run the node; reboot in place when a
-command asks for it on a port that cannot reset itself."""
+(`esp32` on the board, `sim` on the unix port), run the node. An unexpected exception
+resets the node (never a REPL on a ceiling); three such boots in a row start safe mode."""
 import sys
 
 import nodeconfig
@@ -20,6 +20,10 @@ def main():
             Node(cfg, hardware).run()
             return
         except Reboot:
+            cfg = nodeconfig.load()
+        except Exception as e:  # noqa: BLE001 - last line of defence on the board
+            sys.print_exception(e)
+            hardware.crash_reset()
             cfg = nodeconfig.load()
 
 

@@ -72,6 +72,49 @@ def validate(cfg):
     return cfg
 
 
+# Settings a `config` command may change (PROTOCOL.md): top-level key or presence key.
+UPDATABLE = ("window_s", "status_s", "hold_s", "radar_hold_s")
+
+
+def apply_update(cfg, args):
+    """Validate a `config` command's args, write config.json atomically, return the
+    new config. Raises ConfigError (the old config stays) on anything unknown or out
+    of range."""
+    if not args:
+        raise ConfigError("empty config update")
+    new = dict(cfg)
+    new["presence"] = dict(cfg["presence"])
+    for key, value in args.items():
+        if key not in UPDATABLE:
+            raise ConfigError("%s cannot be set by command" % key)
+        _check_int(key, value)
+        if key in ("hold_s", "radar_hold_s"):
+            new["presence"][key] = value
+        else:
+            new[key] = value
+    save(new)
+    return new
+
+
+def config_hash(cfg):
+    """Short SHA-256 of the command-settable values in a fixed order, so the server can
+    tell which settings a node runs without the secrets in config.json."""
+    import hashlib
+    import binascii
+    p = cfg["presence"]
+    text = "window_s=%d;status_s=%d;hold_s=%d;radar_hold_s=%d" % (
+        cfg["window_s"], cfg["status_s"], p["hold_s"], p["radar_hold_s"])
+    return binascii.hexlify(hashlib.sha256(text.encode()).digest()[:8]).decode()
+
+
+def save(cfg, path="config.json"):
+    import os
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cfg, f)
+    os.rename(tmp, path)  # atomic on LittleFS and POSIX: old or new, never half
+
+
 def load(path="config.json"):
     try:
         with open(path) as f:

@@ -43,5 +43,13 @@ class SeqStore:
         self._next += 1
         return n
 
+    def at_least(self, n):
+        """Never hand out a number below n (e.g. the outbox's highest seq + 1, in case
+        the seq file was lost or corrupted)."""
+        if n > self._next:
+            self._next = n
+            if self._next >= self._ceiling:
+                self._reserve()
+
     def peek(self):
         return self._next

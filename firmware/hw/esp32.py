@@ -185,3 +185,7 @@ class Esp32Hardware:
         with open(_REBOOT_MARK, "w") as f:
             f.write("1")
         machine.reset()
+
+    def crash_reset(self):
+        # No reboot mark: the next boot reports "panic" (see reset_cause).
+        machine.reset()

@@ -137,7 +137,9 @@ class SimHardware:
         self._sensors = SimSensors(Scenario(sim.get("scenario", "classroom"), seed), seed,
                                    fitted, sim.get("truth"))
         self._led = False
-        self._boots_here = 0
+        self._reset_cause = "power"  # a new process is a power-on
+        # Link faults: [[offset_s from sim start, duration_s], ...] of sim time.
+        self._link_down = [(start_s + a, start_s + a + d) for a, d in sim.get("faults", {}).get("link_down", [])]
 
     # clock
     def now(self):
@@ -151,6 +153,11 @@ class SimHardware:
 
     # network
     def network_up(self):
+        if self._link_down:
+            t = self.clock.now()
+            for a, b in self._link_down:
+                if a <= t < b:
+                    return False
         return True
 
     def rssi(self):
@@ -168,10 +175,10 @@ class SimHardware:
 
     # board
     def reset_cause(self):
-        return "soft" if self._boots_here else "power"
+        return self._reset_cause
 
     def booted(self):
-        self._boots_here += 1
+        self._reset_cause = "soft"
 
     def sensors(self):
         return self._sensors
@@ -196,5 +203,10 @@ class SimHardware:
         pass
 
     def reset(self):
+        self._reset_cause = "soft"
         raise Reboot()
+
+    def crash_reset(self):
+        # The unix port cannot reset the CPU: boot again in-process, as after a panic.
+        self._reset_cause = "panic"
 
