@@ -124,9 +124,13 @@ class Node:
             changed = self.presence.update(t, pir, radar)
             report = self.window.add_second(t, self.presence.present, pir, radar)
             if report is not None:
-                self.outbox.append_window(self.seq.take(), report)
+                seq = self.seq.take()
+                self.outbox.append_window(seq, report)
+                self.hw.journal(seq)
             if changed:
-                self.outbox.append_event(self.seq.take(), t, self.presence.present)
+                seq = self.seq.take()
+                self.outbox.append_event(seq, t, self.presence.present)
+                self.hw.journal(seq)
             if t % ENV_SAMPLE_S == 0:
                 self.window.add_env(self.sensors.sample_env(t))
                 states = self.sensors.states()
@@ -169,6 +173,9 @@ class Node:
             "outbox": len(self.outbox), "outbox_dropped": self.outbox.dropped,
             "clock": self.hw.clock_source(), "sensors": self.sensor_states,
         }
+        peak = self.hw.heap_peak()
+        if peak is not None:
+            doc["heap_peak"] = peak
         if self.safe_mode:
             doc["safe_mode"] = True
         return doc

@@ -10,8 +10,9 @@ DEFAULTS = {
     "ntp": ["ntp.aliyun.com", "pool.ntp.org"],
     # Presence hold times (DOMAIN.md "Presence fusion"): vacant after PIR and radar
     # have been quiet this long. With a working radar a still class keeps the room
-    # occupied, so the hold after the radar goes quiet can be short.
-    "presence": {"hold_s": 300, "radar_hold_s": 60},
+    # occupied, so the hold after the radar goes quiet can be short (30 s bridges the
+    # LD2410's brief drop-outs on seated pupils without inflating occupied time).
+    "presence": {"hold_s": 300, "radar_hold_s": 30},
 }
 
 # key: (min, max) for integer settings a `config` command may also change.

@@ -6,7 +6,7 @@ This is the occupancy logic of the Matter/Zigbee occupancy-sensing cluster
 
 
 class PresenceFusion:
-    def __init__(self, hold_s=300, radar_hold_s=60):
+    def __init__(self, hold_s=300, radar_hold_s=30):
         self.hold_s = hold_s
         self.radar_hold_s = radar_hold_s
         self.present = False

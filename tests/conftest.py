@@ -55,9 +55,11 @@ def make_node(mosquitto, tmp_path) -> Iterator:
 
     def factory(*, start: datetime, scenario: str = "classroom", speed: float = 60.0, seed: int = 1,
                 window_s: int = 60, status_s: int = 300, device_id: str | None = None,
-                heap: str = "128K", extra_sim: dict | None = None, **overrides) -> VirtualNode:
+                heap: str = "128K", extra_sim: dict | None = None, broker: Mosquitto | None = None,
+                **overrides) -> VirtualNode:
         device_id = device_id or new_device_id()
-        cfg = node_config(device_id, mqtt_host=mosquitto.host, mqtt_port=mosquitto.port,
+        broker = broker or mosquitto
+        cfg = node_config(device_id, mqtt_host=broker.host, mqtt_port=broker.port,
                           scenario=scenario, start=start, speed=speed, seed=seed,
                           window_s=window_s, status_s=status_s, truth="truth.csv", extra_sim=extra_sim)
         cfg.update(overrides)

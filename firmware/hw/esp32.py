@@ -169,6 +169,12 @@ class Esp32Hardware:
         import gc
         return gc.mem_free()
 
+    def heap_peak(self):
+        return None  # the ESP32 build has no allocation statistics
+
+    def journal(self, seq):
+        pass  # test hook of the sim layer only
+
     def sleep_ms(self, ms):
         time.sleep_ms(ms)
 

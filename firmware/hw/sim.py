@@ -138,6 +138,7 @@ class SimHardware:
                                    fitted, sim.get("truth"))
         self._led = False
         self._reset_cause = "power"  # a new process is a power-on
+        self._journal_path = sim.get("journal")
         # Link faults: [[offset_s from sim start, duration_s], ...] of sim time.
         self._link_down = [(start_s + a, start_s + a + d) for a, d in sim.get("faults", {}).get("link_down", [])]
 
@@ -188,6 +189,22 @@ class SimHardware:
 
     def heap_free(self):
         return gc.mem_free()
+
+    def heap_peak(self):
+        # Peak bytes allocated since start (unix port, MICROPY_MEM_STATS builds).
+        try:
+            import micropython
+            return micropython.mem_peak()
+        except (ImportError, AttributeError):
+            return None
+
+    def journal(self, seq):
+        """Test hook: with sim.journal set, the seq of every record the outbox has
+        completely written is appended to that file, so power-loss tests can check that
+        nothing written was lost."""
+        if self._journal_path:
+            with open(self._journal_path, "a") as f:
+                f.write("%d\n" % seq)
 
     def sleep_ms(self, ms):
         time.sleep_ms(ms)

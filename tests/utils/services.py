@@ -2,6 +2,7 @@
 folder, the fleet server under uvicorn on a free port, and small waiting helpers."""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -51,17 +52,23 @@ def mosquitto_binary() -> str:
 class Mosquitto:
     """A real Mosquitto on a free loopback port; stop() / start() for fault tests."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, persistent: bool = False) -> None:
         self.workdir = workdir
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
+        # Persistent like a production broker: sessions and queued QoS 1 messages
+        # survive a broker restart (fault tests). As root, stay root so the store can
+        # be written into the test's own folder.
+        persistence = (f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
+                       if persistent else "persistence false\n")
+        as_root = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
-            "persistence false\n"
+            + persistence + as_root +
             # Ingest acks after commit: let many QoS 1 messages be in flight to it.
             "max_inflight_messages 1000\n"
             "max_queued_messages 100000\n"

@@ -2,7 +2,20 @@
 expiry, unknown op, bad args, idempotence by id, and silence for non-commands."""
 import json
 
+import os
+
 from commands import CommandBook
+
+_BOOK_PATH = "cmds_test.json"
+
+
+def _book():
+    """A fresh book; its results file is removed so tests do not share history."""
+    try:
+        os.remove(_BOOK_PATH)
+    except OSError:
+        pass
+    return CommandBook(_BOOK_PATH)
 
 NOW = 1764300012
 
@@ -34,7 +47,7 @@ def _cmd(**fields):
 
 def test_ok_ack_has_exactly_the_protocol_shape():
     ops = Ops()
-    ack = CommandBook().handle(_cmd(id="c-7f3a", op="identify", args={"s": 30},
+    ack = _book().handle(_cmd(id="c-7f3a", op="identify", args={"s": 30},
                                     exp=NOW + 600), NOW + 0.7, ops.table())
     assert ack == {"v": 1, "id": "c-7f3a", "ok": True, "err": None, "ts": NOW}, ack
     assert sorted(ack.keys()) == ["err", "id", "ok", "ts", "v"]
@@ -44,19 +57,19 @@ def test_ok_ack_has_exactly_the_protocol_shape():
 
 def test_missing_args_run_the_op_with_an_empty_object():
     ops = Ops()
-    ack = CommandBook().handle(_cmd(id="c-1", op="sync"), NOW, ops.table())
+    ack = _book().handle(_cmd(id="c-1", op="sync"), NOW, ops.table())
     assert ack["ok"] is True and ops.calls == [("sync", {})], (ack, ops.calls)
 
 
 def test_op_error_string_becomes_ok_false_with_that_err():
     ops = Ops(result="bad_args")
-    ack = CommandBook().handle(_cmd(id="c-2", op="identify", args={"s": -1}), NOW, ops.table())
+    ack = _book().handle(_cmd(id="c-2", op="identify", args={"s": -1}), NOW, ops.table())
     assert (ack["ok"], ack["err"]) == (False, "bad_args"), ack
 
 
 def test_expired_command_is_acked_expired_and_not_run():
     ops = Ops()
-    ack = CommandBook().handle(_cmd(id="c-3", op="identify", exp=NOW - 1), NOW, ops.table())
+    ack = _book().handle(_cmd(id="c-3", op="identify", exp=NOW - 1), NOW, ops.table())
     assert (ack["ok"], ack["err"], ack["id"]) == (False, "expired", "c-3"), ack
     assert ops.calls == []
 
@@ -64,13 +77,13 @@ def test_expired_command_is_acked_expired_and_not_run():
 def test_command_at_exactly_exp_still_runs():
     # "past exp" means now > exp.
     ops = Ops()
-    ack = CommandBook().handle(_cmd(id="c-4", op="sync", exp=NOW), NOW, ops.table())
+    ack = _book().handle(_cmd(id="c-4", op="sync", exp=NOW), NOW, ops.table())
     assert ack["ok"] is True and len(ops.calls) == 1, ack
 
 
 def test_unknown_op_is_acked_unknown_op():
     ops = Ops()
-    book = CommandBook()
+    book = _book()
     ack = book.handle(_cmd(id="c-5", op="selfdestruct"), NOW, ops.table())
     assert (ack["ok"], ack["err"]) == (False, "unknown_op"), ack
     ack = book.handle(_cmd(id="c-6"), NOW, ops.table())  # no op at all
@@ -80,7 +93,7 @@ def test_unknown_op_is_acked_unknown_op():
 
 def test_args_not_an_object_is_bad_args_and_not_run():
     ops = Ops()
-    book = CommandBook()
+    book = _book()
     for i, args in enumerate(([30], "s=30", 30)):
         ack = book.handle(_cmd(id="c-b%d" % i, op="identify", args=args), NOW, ops.table())
         assert (ack["ok"], ack["err"]) == (False, "bad_args"), (args, ack)
@@ -89,7 +102,7 @@ def test_args_not_an_object_is_bad_args_and_not_run():
 
 def test_repeated_id_is_acked_again_with_same_result_and_not_run_twice():
     ops = Ops()
-    book = CommandBook()
+    book = _book()
     payload = _cmd(id="c-7", op="identify", args={"s": 5})
     first = book.handle(payload, NOW, ops.table())
     again = book.handle(payload, NOW + 30, ops.table())
@@ -101,7 +114,7 @@ def test_repeated_id_is_acked_again_with_same_result_and_not_run_twice():
 def test_repeated_id_keeps_a_failed_result():
     # A redelivered expired command stays expired, even if resent with a later exp.
     ops = Ops()
-    book = CommandBook()
+    book = _book()
     book.handle(_cmd(id="c-8", op="sync", exp=NOW - 10), NOW, ops.table())
     again = book.handle(_cmd(id="c-8", op="sync", exp=NOW + 10), NOW, ops.table())
     assert (again["ok"], again["err"]) == (False, "expired"), again
@@ -110,7 +123,7 @@ def test_repeated_id_keeps_a_failed_result():
 
 def test_non_commands_get_no_ack():
     ops = Ops()
-    book = CommandBook()
+    book = _book()
     for payload in (b"not json", b"", b"\xff\xfe", b"[1,2]", b"42",
                     _cmd(op="sync"),                   # no id
                     _cmd(id="", op="sync"),            # empty id
@@ -119,3 +132,40 @@ def test_non_commands_get_no_ack():
                     b'{"v":2,"id":"c-9","op":"sync"}'):
         assert book.handle(payload, NOW, ops.table()) is None, payload
     assert ops.calls == []
+
+
+def test_results_survive_a_reboot_so_a_redelivered_command_is_not_run_again():
+    runs = []
+    ops = {"reboot": lambda args: runs.append(1)}
+    first = _book().handle(_cmd(id="c-boot", op="reboot"), NOW, ops)
+    again = CommandBook(_BOOK_PATH).handle(_cmd(id="c-boot", op="reboot"), NOW, ops)  # after reboot
+    assert runs == [1]
+    assert again == first
+    os.remove(_BOOK_PATH)
+
+
+def test_last_op_names_the_op_run_and_is_none_for_a_repeat():
+    book = _book()
+    book.handle(_cmd(id="c-x", op="sync"), NOW, {"sync": lambda a: None})
+    assert book.last_op == "sync"
+    book.handle(_cmd(id="c-x", op="sync"), NOW, {"sync": lambda a: None})
+    assert book.last_op is None
+    os.remove(_BOOK_PATH)
+
+
+def test_an_op_that_raises_is_acked_failed_not_propagated():
+    def boom(args):
+        raise RuntimeError("sensor bus stuck")
+    ack = _book().handle(_cmd(id="c-boom", op="sync"), NOW, {"sync": boom})
+    assert ack["ok"] is False and ack["err"] == "failed: RuntimeError"
+    os.remove(_BOOK_PATH)
+
+
+def test_zz_cleanup_results_file():
+    # Runs last (the runner sorts names): leave the folder as the tests found it.
+    _book()
+    try:
+        os.remove(_BOOK_PATH)
+    except OSError:
+        pass
+    assert _BOOK_PATH not in os.listdir()
