@@ -108,8 +108,8 @@ class MQTTClient:
         self._poller = None
         self._rx = bytearray()
         self._pid = 0
-        self._last_tx_ms = 0
-        self._last_rx_ms = 0
+        self._last_tx_ms = time.ticks_ms()
+        self._last_rx_ms = time.ticks_ms()
         self._ping_out = False
 
     def set_will(self, topic, payload, qos=1, retain=True):
@@ -174,11 +174,13 @@ class MQTTClient:
     def poll(self):
         """Handle every packet already received, without blocking, and keep the link
         alive. Raises OSError (after closing) when the link is found dead."""
-        if self._sock is None:
+        sock = self._sock
+        poller = self._poller
+        if sock is None or poller is None:
             raise OSError("not connected")
         try:
-            while self._poller.poll(0):
-                chunk = self._sock.recv(512)
+            while poller.poll(0):
+                chunk = sock.recv(512)
                 if not chunk:
                     raise OSError("connection closed by broker")
                 self._rx.extend(chunk)
@@ -289,16 +291,22 @@ class MQTTClient:
                 return pkt
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 raise OSError("timeout waiting for broker")
-            chunk = self._sock.recv(64)
+            sock = self._sock
+            if sock is None:
+                raise OSError("not connected")
+            chunk = sock.recv(64)
             if not chunk:
                 raise OSError("connection closed by broker")
             self._rx.extend(chunk)
 
     def _write(self, buf):
+        sock = self._sock
+        if sock is None:
+            raise OSError("not connected")  # an OSError, so Link treats it as link loss
         mv = memoryview(buf)
         sent = 0
         while sent < len(buf):
-            n = self._sock.send(mv[sent:])
+            n = sock.send(mv[sent:])
             if n is None or n <= 0:
                 raise OSError("send failed")
             sent += n

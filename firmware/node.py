@@ -59,6 +59,7 @@ class Node:
         self._reboot_deadline = None
         self._next_ntp_ms = time.ticks_ms()
         self._unset_tick_ms = time.ticks_ms()
+        self._unset_s = 0
 
     # --- main loop ---------------------------------------------------------------
     def run(self):
@@ -112,8 +113,9 @@ class Node:
         if self.sensors is None or time.ticks_diff(time.ticks_ms(), self._unset_tick_ms) < 1000:
             return
         self._unset_tick_ms = time.ticks_add(self._unset_tick_ms, 1000)
+        self._unset_s += 1  # a counter, not ticks_ms // 1000, which wraps after 12 days
         pir, radar = self.sensors.step(None)
-        self.presence.update(time.ticks_ms() // 1000, pir, radar)
+        self.presence.update(self._unset_s, pir, radar)
 
     def _second(self, t):
         if self.sensors is None:

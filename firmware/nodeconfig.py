@@ -4,15 +4,17 @@ The node refuses a config it cannot run rather than guessing; provisioning valid
 the same ranges on the host before writing the file."""
 import json
 
+# Presence hold times (DOMAIN.md "Presence fusion"): vacant after PIR and radar have
+# been quiet this long. With a working radar a still class keeps the room occupied, so
+# the hold after the radar goes quiet can be short (30 s bridges the LD2410's brief
+# drop-outs on seated pupils without inflating occupied time).
+PRESENCE_DEFAULTS = {"hold_s": 300, "radar_hold_s": 30}
+
 DEFAULTS = {
     "window_s": 60,
     "status_s": 300,
     "ntp": ["ntp.aliyun.com", "pool.ntp.org"],
-    # Presence hold times (DOMAIN.md "Presence fusion"): vacant after PIR and radar
-    # have been quiet this long. With a working radar a still class keeps the room
-    # occupied, so the hold after the radar goes quiet can be short (30 s bridges the
-    # LD2410's brief drop-outs on seated pupils without inflating occupied time).
-    "presence": {"hold_s": 300, "radar_hold_s": 30},
+    "presence": PRESENCE_DEFAULTS,
 }
 
 # key: (min, max) for integer settings a `config` command may also change.
@@ -61,7 +63,7 @@ def validate(cfg):
     presence = cfg.get("presence", {})
     if not isinstance(presence, dict):
         raise ConfigError("presence must be an object")
-    merged = dict(DEFAULTS["presence"])
+    merged = dict(PRESENCE_DEFAULTS)
     for key in presence:
         if key in merged:
             merged[key] = _check_int(key, presence[key])

@@ -43,7 +43,7 @@ class Scenario:
         self.seed = seed
         self.offset_s = offset_s
         self._day = None
-        self._plan = ()
+        self._plan = []  # type: list[tuple[int, int, int]]
 
     def plan_for_day(self, day):
         """[(start_s, end_s, people)] in seconds of the local day, sorted."""

@@ -254,7 +254,7 @@ class SimSCD41(_SimPart):
 # --- SHT4x (SHT4x datasheet v6: command overview, timing, conversion) ------------------
 _SHT_MEASURE_HIGH = const(0xFD)    # tMEAS,h 8.3 ms max
 _SHT_MEASURE_MEDIUM = const(0xF6)  # tMEAS,m 4.5 ms max
-_SHT_MEASURE_LOW = const(0xE0)     # tMEAS,l 1.6 ms max
+_SHT_MEASURE_LOW = const(0xE0)     # tMEAS,l 1.6 ms max (DOMAIN.md: 1.7; not re-confirmed)
 _SHT_SERIAL = const(0x89)
 _SHT_SOFT_RESET = const(0x94)      # 1 ms
 
