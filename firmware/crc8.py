@@ -10,41 +10,29 @@ class CRCError(ValueError):
     """A word read from a part did not match the CRC byte that followed it."""
 
 
-def _make_table():
-    # One table lookup per byte instead of eight shift/xor steps: 256 bytes of RAM,
-    # built once at import so the table is visibly the polynomial, not a pasted blob.
-    t = bytearray(256)
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = ((c << 1) ^ _POLY) & 0xFF if c & 0x80 else (c << 1) & 0xFF
-        t[i] = c
-    return bytes(t)
-
-
-_TABLE = _make_table()
-
-
 def crc8(buf, start=0, end=None):
     """CRC of buf[start:end] without slicing (no allocation). CRC(0xBE, 0xEF) == 0x92."""
-    if end is None:
-        end = len(buf)
-    t = _TABLE
+    # Bit by bit, as the datasheet's reference code (3.11): the parts send 2-byte words,
+    # so a 256-byte lookup table would cost more heap than the CPU it saves.
     c = _INIT
-    for i in range(start, end):
-        c = t[c ^ buf[i]]
+    for i in range(start, len(buf) if end is None else end):
+        c ^= buf[i]
+        for _ in range(8):
+            c = (c << 1) ^ _POLY if c & 0x80 else c << 1
+        c &= 0xFF
     return c
 
 
-def checked_word(buf, i):
-    """The big-endian word at buf[i], buf[i+1] after checking buf[i+2] is its CRC."""
-    if crc8(buf, i, i + 2) != buf[i + 2]:
-        raise CRCError("CRC mismatch at byte %d" % i)
-    return (buf[i] << 8) | buf[i + 1]
+def checked_word(buf, start):
+    """The big-endian word at buf[start], buf[start+1] after checking that
+    buf[start+2] is its CRC."""
+    if crc8(buf, start, start + 2) != buf[start + 2]:
+        raise CRCError("CRC mismatch at byte %d" % start)
+    return (buf[start] << 8) | buf[start + 1]
 
 
-def put_word(buf, i, value):
-    """Write value as a big-endian word at buf[i] followed by its CRC (3 bytes)."""
-    buf[i] = (value >> 8) & 0xFF
-    buf[i + 1] = value & 0xFF
-    buf[i + 2] = crc8(buf, i, i + 2)
+def put_word(buf, start, value):
+    """Write value as a big-endian word at buf[start] followed by its CRC (3 bytes)."""
+    buf[start] = (value >> 8) & 0xFF
+    buf[start + 1] = value & 0xFF
+    buf[start + 2] = crc8(buf, start, start + 2)

@@ -46,8 +46,10 @@ class Sensors:
         return {name: p.state for name, p in self.parts.items()}
 
     def _probe(self, part, at_start=False):
+        probe = getattr(part.driver, "probe", None)  # a PIR has nothing to ask
         try:
-            part.driver.probe()
+            if probe is not None:
+                probe()
         except (OSError, ValueError):
             part.state = "missing" if at_start or part.state == "missing" else "failed"
             delay = MISSING_RETRY_MS if part.state == "missing" else part.backoff.next_delay_ms()

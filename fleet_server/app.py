@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from fleet_server import __version__
-from fleet_server.api.routes import devices, health
+from fleet_server.api.routes import devices, health, registry
 from fleet_server.broker import EmbeddedBroker
 from fleet_server.db.engine import make_engine, migrate
 from fleet_server.ingest.mqtt_adapter import MqttIngest
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(health.router)
     app.include_router(devices.router)
+    app.include_router(registry.router)
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -104,14 +104,53 @@ def demo(nodes: Annotated[int, typer.Option(min=1, max=200, help="virtual nodes 
 
     _settings(bind=bind)  # validates --bind with the same rules as serve
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("amqtt", "transitions"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # amqtt logs every late PUBACK and its own races as errors with tracebacks; in the
+    # demo they would bury the URLs (the embedded tier's limits: docs/server.md).
+    for name in ("amqtt", "transitions", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         raise typer.Exit(run_demo(nodes=nodes, speed=speed, bind=bind, mqtt_port=mqtt_port,
                                   workdir=workdir, duration_s=duration))
     except (DemoError, FileNotFoundError) as e:
         typer.echo(f"campusfleet demo: {e}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command("import")
+def import_registry(kind: Annotated[str, typer.Argument(help="schools, rooms, timetable or calendar")],
+                    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the CSV file")],
+                    db: DbOpt = None) -> None:
+    """Import a registry CSV (columns: docs/registry.md). Nothing is written if any row
+    is wrong; importing the same file again changes nothing."""
+    from fleet_server.db.engine import make_engine, migrate
+    from fleet_server.registry.importer import KINDS, CsvDecodeError, decode_csv_bytes, import_csv
+    from fleet_server.registry.service import load_regions
+
+    if kind not in KINDS:
+        raise typer.BadParameter(f"KIND must be one of: {', '.join(KINDS)}", param_hint="KIND")
+    try:
+        text = decode_csv_bytes(file.read_bytes())
+    except CsvDecodeError as e:
+        raise typer.BadParameter(str(e), param_hint="FILE") from None
+    settings = _settings(db=db)
+    engine = make_engine(settings.db)
+    migrate(engine)
+    with engine.begin() as conn:
+        load_regions(conn)    # county codes are checked against them
+    with engine.connect() as conn:
+        result = import_csv(conn, kind, text)
+        if result.ok:
+            conn.commit()
+    engine.dispose()
+    if not result.ok:
+        # file:line: form, so editors and terminals can jump to the row.
+        for e in result.errors:
+            typer.echo(f"{file}:{e.line}: {e.column + ': ' if e.column else ''}{e.message}", err=True)
+        typer.echo(f"{len(result.errors)} error(s); nothing was imported", err=True)
+        raise typer.Exit(1)
+    counts = result.as_dict()
+    typer.echo(f"{kind}: {counts['rows']} rows, {counts['inserted']} inserted, {counts['updated']} updated, "
+               f"{counts['unchanged']} unchanged")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ amqtt broker on SQLite, and N virtual nodes running the real firmware on MicroPy
 each replaying the latest school day from 07:30 at --speed until it reaches now."""
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -48,6 +49,39 @@ def _online_count(app) -> int:
     with app.state.engine.connect() as conn:
         _, items = list_devices(conn, limit=1000, offset=0)
     return sum(1 for d in items if d["online"])
+
+
+# Scenario of a virtual node -> the room type it is installed in.
+ROOM_TYPE_FOR_SCENARIO = {"classroom": "classroom", "lab": "lab", "library": "library",
+                          "computer_room": "computer_room", "new_style": "new_style",
+                          "music": "art_music", "idle": "classroom"}
+
+
+def _load_demo_school(app, nodes: list[VirtualNode], from_ts: int, console: Console) -> None:
+    """Load the demo province (regions, ~300 schools, rooms, timetables, holidays)
+    through the real CSV importer, then install the virtual nodes in rooms of the first
+    school, from the sim start so every window belongs to its room."""
+    from fleet_server.registry.demo_data import load_demo_registry
+    from fleet_server.registry.service import assign_device, list_rooms, list_schools
+
+    t0 = time.monotonic()
+    try:
+        with console.status("loading the demo province: regions, schools, rooms, timetables ..."), \
+                app.state.engine.begin() as conn:
+            load_demo_registry(conn)
+            _, schools = list_schools(conn, limit=1, offset=0)
+            school = schools[0]
+            free = list_rooms(conn, school["id"])
+            for node in nodes:
+                scenario = json.loads((node.node_dir / "config.json").read_text())["sim"]["scenario"]
+                want = ROOM_TYPE_FOR_SCENARIO.get(scenario, "classroom")
+                room = next((r for r in free if r["type"] == want), None) or free[0]
+                free.remove(room)
+                assign_device(conn, node.device_id, room["id"], from_ts)
+        console.print(f"demo province loaded in {time.monotonic() - t0:.1f} s; "
+                      f"nodes installed in {school['name']} (school {school['id']})")
+    except Exception as e:  # noqa: BLE001 - the demo goes on without the registry
+        console.print(f"[red]demo registry not loaded: {e}[/]")
 
 
 def run_demo(*, nodes: int = 12, speed: float = 60.0, bind: str = "127.0.0.1:8000",
@@ -97,8 +131,14 @@ def run_demo(*, nodes: int = 12, speed: float = 60.0, bind: str = "127.0.0.1:800
             cfg = node_config(device_id, mqtt_host="127.0.0.1", mqtt_port=mqtt_port,
                               scenario=SCENARIO_MIX[i % len(SCENARIO_MIX)], start=start,
                               speed=speed, seed=i + 1, truth="truth.csv")
-            node = VirtualNode(device_id, prepare_node_dir(workdir / "nodes" / device_id, cfg))
-            virtual.append(node.start())
+            virtual.append(VirtualNode(device_id, prepare_node_dir(workdir / "nodes" / device_id, cfg)))
+
+        # The registry goes in before the nodes start: one long SQLite write while
+        # ingest is busy would hold up its commits (and amqtt gives up on PUBACKs
+        # after 5 s).
+        _load_demo_school(app, virtual, int(start.timestamp()), console)
+        for node in virtual:
+            node.start()
 
         t0 = time.monotonic()
         with Progress(TextColumn("nodes online"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

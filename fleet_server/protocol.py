@@ -14,6 +14,7 @@ MAX_PAYLOAD_BYTES = 1024
 MAX_FUTURE_S = 300
 MAX_AGE_S = 35 * 86400
 SEQ_MAX = 2**31 - 1
+INT32_MAX = 2**31 - 1   # the largest value of a 4-byte INTEGER column
 
 TOPIC_RE = re.compile(r"^campus/v1/(cf-[0-9a-f]{12})/(telemetry|event|status|cmd|ack)$")
 DEVICE_ID_RE = re.compile(r"^cf-[0-9a-f]{12}$")
@@ -172,13 +173,25 @@ def _bool(doc: dict, key: str, *, required: bool = True) -> bool | None:
     return v
 
 
+def _storable(v: str) -> bool:
+    """Text every database can hold: no NUL (PostgreSQL text refuses it) and no lone
+    surrogate from a JSON escape such as "\\ud800" (not encodable as UTF-8)."""
+    if "\x00" in v:
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _str(doc: dict, key: str, max_len: int, allowed: set[str] | None = None) -> str | None:
     v = doc.get(key)
     if v is None:
         return None
     if type(v) is not str:
         raise Rejected("wrong_type", f"{key} must be a string")
-    if len(v) > max_len or (allowed is not None and v not in allowed):
+    if len(v) > max_len or (allowed is not None and v not in allowed) or not _storable(v):
         raise Rejected("out_of_range", f"{key}={v[:20]!r}")
     return v
 
@@ -251,7 +264,7 @@ def decode_status(device_id: str, doc: dict) -> Status:
         boot=_int(doc, "boot", 0, SEQ_MAX, required=False, nullable=True),
         reset=_str(doc, "reset", 16, RESET_CAUSES),
         uptime_s=_int(doc, "uptime_s", 0, 2**40, required=False, nullable=True),
-        heap_free=_int(doc, "heap_free", 0, 2**31, required=False, nullable=True),
+        heap_free=_int(doc, "heap_free", 0, INT32_MAX, required=False, nullable=True),
         rssi=_int(doc, "rssi", -127, 0, required=False, nullable=True),
         ip=_str(doc, "ip", 64),
         outbox=_int(doc, "outbox", 0, SEQ_MAX, required=False, nullable=True),
@@ -268,6 +281,8 @@ def decode_ack(device_id: str, doc: dict) -> Ack:
         raise Rejected("wrong_type", "id must be a string")
     if not 1 <= len(cmd_id) <= 64:
         raise Rejected("out_of_range", "id length")
+    if not _storable(cmd_id):
+        raise Rejected("out_of_range", f"id={cmd_id[:20]!r}")
     err = _str(doc, "err", 64)
     return Ack(device_id, cmd_id, _bool(doc, "ok"), err, _int(doc, "ts", 0, 2**40))
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from fleet_server.settings import Settings
-from fleet_server.virtual_nodes import VirtualNode, node_config, prepare_node_dir
+from fleet_server.virtual_nodes import DEFAULT_HEAP, VirtualNode, node_config, prepare_node_dir
+from tests.utils.postgres import Postgres
 from tests.utils.services import FleetServer, Mosquitto, Publisher
 
 # MicroPython test modules under firmware/mp run on the unix port via their runner,
@@ -28,13 +29,31 @@ def mosquitto(tmp_path_factory) -> Iterator[Mosquitto]:
     broker.stop()
 
 
-@pytest.fixture
-def server(mosquitto, tmp_path) -> Iterator[FleetServer]:
-    settings = Settings(db=f"sqlite:///{tmp_path}/fleet.db", mqtt=mosquitto.url,
-                        ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}")
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL cluster for the session; each test gets its own database."""
+    pg = Postgres().start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request, mosquitto, tmp_path) -> Iterator[FleetServer]:
+    """The fleet server on a fresh database: every test using it runs on SQLite and on
+    PostgreSQL (ids [sqlite] / [postgresql])."""
+    pg: Postgres | None = None
+    if request.param == "postgresql":
+        pg = request.getfixturevalue("postgres")  # started only when a PostgreSQL test runs
+        db_name = f"fleet_{uuid.uuid4().hex[:12]}"
+        db = pg.create_database(db_name)
+    else:
+        db = f"sqlite:///{tmp_path}/fleet.db"
+    settings = Settings(db=db, mqtt=mosquitto.url, ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}")
     srv = FleetServer(settings).start()
     yield srv
     srv.stop()
+    if pg is not None:
+        pg.drop_database(db_name)
 
 
 @pytest.fixture
@@ -55,15 +74,16 @@ def make_node(mosquitto, tmp_path) -> Iterator:
 
     def factory(*, start: datetime, scenario: str = "classroom", speed: float = 60.0, seed: int = 1,
                 window_s: int = 60, status_s: int = 300, device_id: str | None = None,
-                heap: str = "128K", extra_sim: dict | None = None, broker: Mosquitto | None = None,
-                **overrides) -> VirtualNode:
+                heap: str = DEFAULT_HEAP, extra_sim: dict | None = None, broker: Mosquitto | None = None,
+                compiled: bool = True, **overrides) -> VirtualNode:
         device_id = device_id or new_device_id()
         broker = broker or mosquitto
         cfg = node_config(device_id, mqtt_host=broker.host, mqtt_port=broker.port,
                           scenario=scenario, start=start, speed=speed, seed=seed,
                           window_s=window_s, status_s=status_s, truth="truth.csv", extra_sim=extra_sim)
         cfg.update(overrides)
-        node = VirtualNode(device_id, prepare_node_dir(Path(tmp_path) / "nodes" / device_id, cfg))
+        node = VirtualNode(device_id, prepare_node_dir(Path(tmp_path) / "nodes" / device_id, cfg,
+                                                       compiled=compiled))
         nodes.append(node.start(heap=heap))
         return node
 

@@ -18,19 +18,21 @@ class BH1750:
         # address 0x23 with ADDR low, 0x5C with ADDR high.
         self.i2c = i2c
         self.address = address
-        self._sleep_ms = sleep_ms
+        self.sleep_ms = sleep_ms
         self._cmd = bytearray(1)
         self._rx = bytearray(2)
 
     def probe(self):
         """Power on and start continuous H-resolution mode. The part has no ID
         register: its ACKs are the proof it is there. OSError if nothing answers."""
+        cmd = self._cmd
         try:
-            self._send(_POWER_ON)
-            self._send(_CONT_H_RES)
+            for op in (_POWER_ON, _CONT_H_RES):
+                cmd[0] = op
+                self.i2c.writeto(self.address, cmd)
         except OSError as e:
             raise OSError(e.errno, "no BH1750 answering at 0x%02x" % self.address)
-        self._sleep_ms(_FIRST_CONVERSION_MS)
+        self.sleep_ms(_FIRST_CONVERSION_MS)
 
     def read(self):
         """Illuminance in lux from the latest conversion. Raises OSError."""
@@ -39,7 +41,3 @@ class BH1750:
         # "Read format" example: 0x8390 -> 33680 / 1.2 = 28067 lx. The 1.2 is the
         # typical sensor-out/actual ratio; lux = counts / 1.2 * 69 / MTreg, MTreg = 69.
         return ((rx[0] << 8) | rx[1]) / 1.2
-
-    def _send(self, opcode):
-        self._cmd[0] = opcode
-        self.i2c.writeto(self.address, self._cmd)

@@ -1,23 +1,21 @@
 """HLK-LD2410 / LD2410B / LD2410C 24 GHz presence radar on a UART (256000 8N1): parses the
-report frames it streams (~10 Hz) and reads its firmware version through command frames.
-
-Sections cited are from Hi-Link "LD2410C Serial Communication Protocol V1.00" (2022-11-07):
-3.2 command frame, 3.3 ACK frame, 3.4 command workflow, 4.1 enable configuration,
-4.2 end configuration, 4.8 read firmware version, 5.1 report frame, 5.2 intra-frame data,
-5.3 target state, 5.4 basic target data, 5.5 engineering mode data. All values little-endian.
-"""
+report frames it streams (~10 Hz) and reads its firmware version through command frames."""
+# Sections cited are from Hi-Link "LD2410C Serial Communication Protocol V1.00" (2022-11-07):
+# 3.2 command frame, 3.3 ACK frame, 3.4 command workflow, 4.1 enable configuration,
+# 4.2 end configuration, 4.8 read firmware version, 5.1 report frame, 5.2 intra-frame data,
+# 5.3 target state, 5.4 basic target data, 5.5 engineering mode data. All values little-endian.
 import time
 
 from micropython import const
 
 # 5.1: report frame = F4 F3 F2 F1, length u16, intra-frame data, F8 F7 F6 F5.
 _REPORT_HEAD0 = const(0xF4)
-_REPORT_TAIL = b"\xf8\xf7\xf6\xf5"
+_REPORT_TAIL = const(b"\xf8\xf7\xf6\xf5")
 # 3.2/3.3: command and ACK frames = FD FC FB FA, length u16, data, 04 03 02 01.
 _CMD_HEAD0 = const(0xFD)
-_CMD_HEAD = b"\xfd\xfc\xfb\xfa"
-_CMD_TAIL = b"\x04\x03\x02\x01"
-_REPORT_HEAD = b"\xf4\xf3\xf2\xf1"
+_CMD_HEAD = const(b"\xfd\xfc\xfb\xfa")
+_CMD_TAIL = const(b"\x04\x03\x02\x01")
+_REPORT_HEAD = const(b"\xf4\xf3\xf2\xf1")
 _FRAME_OVERHEAD = const(10)  # head 4 + length 2 + tail 4
 # 5.2: intra-frame data = type, 0xAA, target data, 0x55, check 0x00.
 _TYPE_ENGINEERING = const(0x01)
@@ -35,31 +33,24 @@ _CMD_ENABLE_CONFIG = const(0x00FF)
 _CMD_END_CONFIG = const(0x00FE)
 _CMD_READ_FIRMWARE = const(0x00A0)
 _ACK_FLAG = const(0x0100)
-_ENABLE_CONFIG_VALUE = b"\x01\x00"
+_ENABLE_CONFIG_VALUE = const(b"\x01\x00")
 # RX buffer: two longest frames; the parser always leaves less than one frame behind.
 _RX_SIZE = const(2 * (_MAX_LEN + _FRAME_OVERHEAD))
-_ACK_SIZE = const(_MAX_LEN)
-_TX_SIZE = const(32)
 _MAX_READS_PER_POLL = const(32)  # 32 x 148 bytes: far more than 256000 baud delivers per poll
 
-TARGET_NONE = const(0)     # 5.3
-TARGET_MOVING = const(1)
-TARGET_STILL = const(2)
-TARGET_BOTH = const(3)
+# 5.3 target state: 0 none, 1 moving, 2 still, 3 moving and still.
+_TARGET_NONE = const(0)
+_TARGET_BOTH = const(3)
 
 
 class LD2410:
     def __init__(self, uart):
-        self._uart = uart
+        self.uart = uart
         self._rx = bytearray(_RX_SIZE)
-        self._rx_mv = memoryview(self._rx)
-        self._rx_n = 0
-        self._tx = bytearray(_TX_SIZE)
-        self._ack = bytearray(_ACK_SIZE)
-        self._ack_len = 0
-        self._ack_cmd = -1
+        self.pos = 0      # bytes held in _rx (the write position)
+        self._ack = None  # the latest ACK's data (3.3): command word | 0x0100, return value
         # Latest report (5.4); raw values as the radar sends them.
-        self.target_state = TARGET_NONE
+        self.target_state = _TARGET_NONE
         self.moving_cm = 0
         self.moving_energy = 0
         self.still_cm = 0
@@ -75,34 +66,35 @@ class LD2410:
         self.junk_bytes = 0
         self.last_frame_ms = None
         self.firmware = None
-        self._started_ms = time.ticks_ms()
+        self.started_ms = time.ticks_ms()
 
     # --- public --------------------------------------------------------------------
     def poll(self):
         """Reads every byte the UART holds and parses it; returns the number of good
         report frames. Never blocks."""
-        uart = self._uart
+        uart = self.uart
+        mv = memoryview(self._rx)
         good = 0
         for _ in range(_MAX_READS_PER_POLL):
             avail = uart.any()
             if not avail:
                 break
-            n = self._rx_n
+            n = self.pos
             space = _RX_SIZE - n
-            got = uart.readinto(self._rx_mv[n:n + (avail if avail < space else space)])
+            got = uart.readinto(mv[n:n + (avail if avail < space else space)])
             if not got:
                 break
-            self._rx_n = n + got
+            self.pos = n + got
             good += self._parse()
         return good
 
     def target(self):
         """True when the latest report has any target, moving or still."""
-        return self.target_state != TARGET_NONE
+        return self.target_state != _TARGET_NONE
 
     def silent_ms(self):
         """Milliseconds since the last good report frame (since construction before any)."""
-        ref = self._started_ms if self.last_frame_ms is None else self.last_frame_ms
+        ref = self.started_ms if self.last_frame_ms is None else self.last_frame_ms
         return time.ticks_diff(time.ticks_ms(), ref)
 
     def probe(self, timeout_ms=1500, read_firmware=True):
@@ -122,22 +114,24 @@ class LD2410:
         """3.4 workflow: enable configuration, read firmware version, end configuration.
         Returns e.g. "1.07.22091615" and keeps it in self.firmware, or None."""
         try:
-            if self._command(_CMD_ENABLE_CONFIG, _ENABLE_CONFIG_VALUE, timeout_ms):
-                if self._command(_CMD_READ_FIRMWARE, b"", timeout_ms) and self._ack_len >= 10:
+            if self._write(_CMD_ENABLE_CONFIG, _ENABLE_CONFIG_VALUE, timeout_ms):
+                a = self._write(_CMD_READ_FIRMWARE, b"", timeout_ms)
+                if a is not None and len(a) >= 10:
                     # 4.8: status u16, firmware type u16, major u16 (0x0107 -> "1.07"),
-                    # minor u32 printed as hex digits (0x22091615 -> "22091615").
-                    a = self._ack
-                    self.firmware = "%x.%02x.%02x%02x%02x%02x" % (
+                    # minor u32 LE printed as hex digits, as ESPHome's ld2410 does. (4.8's
+                    # example ACK has minor bytes 16 15 09 22, i.e. "22091516", though its
+                    # caption reads V1.07.22091615.)
+                    self.firmware = "%d.%02X.%02X%02X%02X%02X" % (
                         a[7], a[6], a[11], a[10], a[9], a[8])
         finally:
             # Always leave configuration mode: the radar sends no reports while in it.
-            self._command(_CMD_END_CONFIG, b"", timeout_ms)
+            self._write(_CMD_END_CONFIG, b"", timeout_ms)
         return self.firmware
 
     # --- parsing -------------------------------------------------------------------
     def _parse(self):
         buf = self._rx
-        n = self._rx_n
+        n = self.pos
         i = 0
         good = 0
         while i < n:
@@ -180,24 +174,30 @@ class LD2410:
                 else:
                     self.bad_frames += 1
             else:
-                self._ack_frame(i + 6, length)
+                # 3.3 ACK: command word | 0x0100, then the return value (status u16
+                # first). Without the flag it is our own command echoed back
+                # (half-duplex wiring), not an ACK.
+                word = buf[i + 6] | buf[i + 7] << 8
+                if word & _ACK_FLAG:
+                    self._ack = bytes(buf[i + 6:end - 4])
             i = end
         if i:
             rest = n - i
             if rest:
-                self._rx_mv[:rest] = self._rx_mv[i:n]
-            self._rx_n = rest
+                mv = memoryview(buf)
+                mv[:rest] = mv[i:n]
+            self.pos = rest
         return good
 
-    def _report(self, p, length):
+    def _report(self, start, length):
         buf = self._rx
-        kind = buf[p]
-        if (buf[p + 1] != _DATA_HEAD or buf[p + length - 2] != _DATA_TAIL
-                or buf[p + length - 1] != _DATA_CHECK or length < _BASIC_LEN):
+        kind = buf[start]
+        if (buf[start + 1] != _DATA_HEAD or buf[start + length - 2] != _DATA_TAIL
+                or buf[start + length - 1] != _DATA_CHECK or length < _BASIC_LEN):
             return False
-        t = p + 2
+        t = start + 2
         state = buf[t]
-        if state > TARGET_BOTH:
+        if state > _TARGET_BOTH:
             return False
         if kind == _TYPE_BASIC:
             if length != _BASIC_LEN:
@@ -231,37 +231,21 @@ class LD2410:
         self.last_frame_ms = time.ticks_ms()
         return True
 
-    def _ack_frame(self, p, length):
-        # 3.3: command word | 0x0100, then the return value (status u16 first).
-        buf = self._rx
-        word = buf[p] | buf[p + 1] << 8
-        if not word & _ACK_FLAG:
-            return  # our own command echoed back (half-duplex wiring): not an ACK
-        self._ack[:length] = self._rx_mv[p:p + length]
-        self._ack_len = length
-        self._ack_cmd = word & ~_ACK_FLAG
-
     # --- commands ------------------------------------------------------------------
-    def _command(self, word, value, timeout_ms):
-        """Sends one command frame and waits (polling) for its ACK; True on status 0."""
-        tx = self._tx
-        length = 2 + len(value)
-        tx[0:4] = _CMD_HEAD
-        tx[4] = length & 0xFF
-        tx[5] = length >> 8
-        tx[6] = word & 0xFF
-        tx[7] = word >> 8
-        end = 8 + len(value)
-        tx[8:end] = value
-        tx[end:end + 4] = _CMD_TAIL
-        self._ack_cmd = -1
-        self._uart.write(memoryview(tx)[:end + 4])
+    def _write(self, cmd, value, timeout_ms):
+        """Sends one command frame and waits (polling) for its ACK. Returns the ACK's
+        data on status 0, else None (refused, or no ACK in time)."""
+        # 3.2: head, length u16 (command word + value), command word u16, value, tail.
+        n = 2 + len(value)
+        frame = _CMD_HEAD + bytes((n & 0xFF, n >> 8, cmd & 0xFF, cmd >> 8)) + value + _CMD_TAIL
+        self._ack = None
+        self.uart.write(frame)
         start = time.ticks_ms()
         while True:
             self.poll()
-            if self._ack_cmd == word:
-                a = self._ack
-                return self._ack_len >= 4 and a[2] == 0 and a[3] == 0
+            a = self._ack
+            if a is not None and a[0] | a[1] << 8 == cmd | _ACK_FLAG:
+                return a if len(a) >= 4 and a[2] == 0 and a[3] == 0 else None
             if time.ticks_diff(time.ticks_ms(), start) >= timeout_ms:
-                return False
+                return None
             time.sleep_ms(5)

@@ -25,7 +25,7 @@ _DATA_READY_MASK = const(0x07FF)  # 3.8.2: low 11 bits all 0 -> no data; upper b
 _ALTITUDE_MAX_M = const(3000)
 _PRESSURE_MIN_HPA = const(700)       # 70 000 Pa
 _PRESSURE_MAX_HPA = const(1200)      # 120 000 Pa
-_TEMP_OFFSET_MAX_C = 20.0            # recommended 0..20 degC (3.6.1); const() is ints only
+_TEMP_OFFSET_MAX_C = const(20.0)     # recommended 0..20 degC (3.6.1)
 
 
 class SCD4x:
@@ -34,8 +34,8 @@ class SCD4x:
         self.i2c = i2c
         self.address = address
         self.serial = None
-        self._sleep_ms = sleep_ms
-        self._measuring = False
+        self.sleep_ms = sleep_ms
+        self.measuring = False
         self._tx = bytearray(5)          # command word + one argument word + CRC
         self._cmd = memoryview(self._tx)[:2]
         self._rx = bytearray(9)          # three words, each followed by its CRC
@@ -48,16 +48,15 @@ class SCD4x:
         try:
             # A part left measuring by an earlier boot ignores everything but a few
             # commands (Table 9), so stop first; stop is accepted in idle too.
-            self._stop()
-            self._send(_GET_SERIAL)
-            self._sleep_ms(_EXEC_MS)
+            self._write(_STOP_PERIODIC, None, _STOP_MS)
+            self._write(_GET_SERIAL)
             self.i2c.readfrom_into(self.address, self._rx)
         except OSError as e:
             raise OSError(e.errno, "no SCD4x answering at 0x%02x" % self.address)
         rx = self._rx
         # 3.9.2: serial = word[0] << 32 | word[1] << 16 | word[2]
         self.serial = (checked_word(rx, 0) << 32) | (checked_word(rx, 3) << 16) | checked_word(rx, 6)
-        self._start()
+        self._write(_START_PERIODIC, None, 0)
         return self.serial
 
     def read(self):
@@ -65,13 +64,11 @@ class SCD4x:
         one is ready (a new one comes every 5 s, 3.5.1). Raises CRCError, OSError."""
         # Ask first: read_measurement with an empty buffer is NACKed (3.5.2), and a
         # NACK would be indistinguishable from a missing part.
-        self._send(_GET_DATA_READY)
-        self._sleep_ms(_EXEC_MS)
+        self._write(_GET_DATA_READY)
         self.i2c.readfrom_into(self.address, self._rx3)
         if checked_word(self._rx, 0) & _DATA_READY_MASK == 0:
             return None
-        self._send(_READ_MEASUREMENT)
-        self._sleep_ms(_EXEC_MS)
+        self._write(_READ_MEASUREMENT)
         rx = self._rx
         self.i2c.readfrom_into(self.address, rx)
         co2 = checked_word(rx, 0)
@@ -82,28 +79,19 @@ class SCD4x:
         return co2, -45 + 175 * t / 65536, 100 * rh / 65536
 
     # --- settings --------------------------------------------------------------------
-    def set_asc(self, enabled):
-        """Automatic self-calibration on/off (3.7.2, default on). Volatile until persist."""
-        self.configure(asc=enabled)
-
-    def set_altitude_m(self, m):
-        """Sensor altitude above sea level, 0..3000 m, for pressure compensation (3.6.3)."""
-        self.configure(altitude_m=m)
-
-    def set_temperature_offset_c(self, c):
-        """Self-heating offset subtracted from T (and used for RH), 0..20 degC (3.6.1)."""
-        self.configure(temperature_offset_c=c)
-
-    def set_ambient_pressure_hpa(self, hpa):
+    def set_ambient_pressure_hpa(self, value):
         """Ambient pressure 700..1200 hPa; overrides altitude. Allowed while measuring
         (3.6.5), so no stop/start."""
-        if not _PRESSURE_MIN_HPA <= hpa <= _PRESSURE_MAX_HPA:
-            raise ValueError("ambient pressure must be %d..%d hPa" % (_PRESSURE_MIN_HPA, _PRESSURE_MAX_HPA))
+        if not _PRESSURE_MIN_HPA <= value <= _PRESSURE_MAX_HPA:
+            raise ValueError("ambient pressure must be 700..1200 hPa")
         # 3.6.5: word = pressure [Pa] / 100, i.e. hPa.
-        self._write(_SET_AMBIENT_PRESSURE, round(hpa))
+        self._write(_SET_AMBIENT_PRESSURE, round(value))
 
     def configure(self, asc=None, altitude_m=None, temperature_offset_c=None):
-        """Set any of the idle-only settings with a single stop/start cycle (500 ms)."""
+        """Set any of the idle-only settings with a single stop/start cycle (500 ms):
+        automatic self-calibration on/off (3.7.2, default on), altitude 0..3000 m for
+        pressure compensation (3.6.3), self-heating offset 0..20 degC subtracted from T
+        (3.6.1). Volatile: the part forgets them at power-off (no persist_settings)."""
         # Validate everything before touching the bus: a bad value changes nothing.
         words = []
         if temperature_offset_c is not None:
@@ -119,35 +107,28 @@ class SCD4x:
             words.append((_SET_ASC_ENABLED, 1 if asc else 0))      # 3.7.2: 1 on, 0 off
         if not words:
             return
-        was_measuring = self._measuring
-        self._stop()  # idle-only commands are ignored while measuring (3.6)
+        was_measuring = self.measuring
+        # Idle-only commands are ignored while measuring (3.6): stop, then 500 ms.
+        self._write(_STOP_PERIODIC, None, _STOP_MS)
         for cmd, value in words:
             self._write(cmd, value)
         if was_measuring:
-            self._start()
+            self._write(_START_PERIODIC, None, 0)
 
     # --- bus ---------------------------------------------------------------------------
-    def _send(self, cmd):
-        c = self._cmd
-        c[0] = cmd >> 8
-        c[1] = cmd & 0xFF
-        self.i2c.writeto(self.address, c)
-
-    def _write(self, cmd, value):
-        # 3.3 "write" sequence: command word, argument word, CRC of the argument (3.2:
-        # the CRC is mandatory in write direction); then the 1 ms execution time.
+    def _write(self, cmd, value=None, ms=_EXEC_MS):
+        # The command word alone (3.2: no CRC), or the 3.3 "write" sequence: command
+        # word, argument word, CRC of the argument (3.2: mandatory in write direction).
+        # Then the command's execution time (none after start, 500 ms after stop).
         tx = self._tx
         tx[0] = cmd >> 8
         tx[1] = cmd & 0xFF
-        put_word(tx, 2, value)
-        self.i2c.writeto(self.address, tx)
-        self._sleep_ms(_EXEC_MS)
-
-    def _start(self):
-        self._send(_START_PERIODIC)
-        self._measuring = True
-
-    def _stop(self):
-        self._send(_STOP_PERIODIC)
-        self._measuring = False
-        self._sleep_ms(_STOP_MS)
+        if value is None:
+            self.i2c.writeto(self.address, self._cmd)
+        else:
+            put_word(tx, 2, value)
+            self.i2c.writeto(self.address, tx)
+        if cmd == _START_PERIODIC or cmd == _STOP_PERIODIC:
+            self.measuring = cmd == _START_PERIODIC
+        if ms:
+            self.sleep_ms(ms)

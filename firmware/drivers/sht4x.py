@@ -24,35 +24,23 @@ class SHT4x:
         self.i2c = i2c
         self.address = address
         self.serial = None
-        self._sleep_ms = sleep_ms
+        self.sleep_ms = sleep_ms
         self._cmd = bytearray(1)
         self._rx = bytearray(6)
 
     def probe(self):
         """Read the 32-bit serial (CRC-checked); OSError if nothing answers."""
         try:
-            self._send(_READ_SERIAL)
-            self._sleep_ms(_READ_SERIAL_MS)
-            self.i2c.readfrom_into(self.address, self._rx)
+            rx = self._read(_READ_SERIAL, _READ_SERIAL_MS)
         except OSError as e:
             raise OSError(e.errno, "no SHT4x answering at 0x%02x" % self.address)
-        self.serial = (checked_word(self._rx, 0) << 16) | checked_word(self._rx, 3)
+        self.serial = (checked_word(rx, 0) << 16) | checked_word(rx, 3)
         return self.serial
 
     def measure(self):
-        """(temp_c, rh_pct), blocking 9 ms. Raises CRCError, OSError."""
-        self.trigger()
-        self._sleep_ms(_MEASURE_HIGH_MS)
-        return self.fetch()
-
-    def trigger(self):
-        """Start a high-repeatability measurement; call fetch() >= 9 ms later."""
-        self._send(_MEASURE_HIGH)
-
-    def fetch(self):
-        """The result of the last trigger(); OSError (NACK) if it is not done yet."""
-        rx = self._rx
-        self.i2c.readfrom_into(self.address, rx)
+        """(temp_c, rh_pct) of a high-repeatability measurement, blocking 9 ms.
+        Raises CRCError, OSError."""
+        rx = self._read(_MEASURE_HIGH, _MEASURE_HIGH_MS)
         t = checked_word(rx, 0)
         rh = checked_word(rx, 3)
         # "Conversion of Signal Output": T = -45 + 175 * S_T / (2^16 - 1),
@@ -65,6 +53,11 @@ class SHT4x:
             rh_pct = 100.0
         return -45 + 175 * t / 65535, rh_pct
 
-    def _send(self, cmd):
+    def _read(self, cmd, ms):
+        # Command byte, its duration, then the 6-byte reply (2 words + CRCs). A read
+        # header before the part is done is NACKed (OSError).
         self._cmd[0] = cmd
         self.i2c.writeto(self.address, self._cmd)
+        self.sleep_ms(ms)
+        self.i2c.readfrom_into(self.address, self._rx)
+        return self._rx

@@ -1,9 +1,9 @@
 """The `esp32` hardware layer: Wi-Fi station, NTP, reset cause, watchdog, status LED
 and the PIR input on a real ESP32 / ESP32-S3 / ESP32-C3 running MicroPython >= 1.23.
 
-Pins come from the board pin map (boards/<board>.json, from hardware/boards/). The
-bus-level sensor drivers (SCD4x, SHT4x, BH1750, LD2410, INMP441) plug in behind
-`sensors()`; until a part has its driver it reports "missing" and null readings."""
+Pins and fitted parts come from the board pin map (boards/<board>.json, copied from
+hardware/boards/ at provisioning); the hardware layer builds the buses and hands each
+driver its bus, the sensor manager (sensors.py) does the rest."""
 import json
 import time
 
@@ -19,7 +19,9 @@ EPOCH_OFFSET_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 _CLOCK_VALID_AFTER_S = 1704067200
 _REBOOT_MARK = "reboot.mark"
 _WDT_TIMEOUT_MS = 30000
-_PIR_DEBOUNCE_MS = 50
+_RADAR_BAUD = 256000     # HLK-LD2410 default (protocol 2.1)
+_RADAR_RXBUF = 1024      # engineering frames are ~450 B/s; poll() runs once a second
+_MIC_RATE_HZ = 16000
 
 
 def load_board(name):
@@ -28,46 +30,6 @@ def load_board(name):
             return json.load(f)
     except (OSError, ValueError):
         return {}
-
-
-class PirInput:
-    """Counts PIR rising edges in an IRQ (AM312 / HC-SR501 output), debounced."""
-
-    def __init__(self, pin):
-        self.pin = pin
-        self.edges = 0
-        self._last_ms = time.ticks_ms()
-        pin.irq(trigger=machine.Pin.IRQ_RISING, handler=self._irq)
-
-    def _irq(self, pin):
-        now = time.ticks_ms()
-        if time.ticks_diff(now, self._last_ms) >= _PIR_DEBOUNCE_MS:
-            self.edges += 1
-            self._last_ms = now
-
-    def take(self):
-        state = machine.disable_irq()
-        n = self.edges
-        self.edges = 0
-        machine.enable_irq(state)
-        return n
-
-
-class Esp32Sensors:
-    def __init__(self, pins):
-        self.pir = None
-        if "pir" in pins:
-            self.pir = PirInput(machine.Pin(pins["pir"], machine.Pin.IN))
-
-    def states(self):
-        return {"co2": "missing", "th": "missing", "lux": "missing", "radar": "missing",
-                "pir": "ok" if self.pir else "missing", "mic": "missing"}
-
-    def step(self, t):
-        return (self.pir.take() if self.pir else None, None)
-
-    def sample_env(self, t):
-        return {"co2_ppm": None, "temp_c": None, "rh_pct": None, "lux": None, "noise_dba": None}
 
 
 class Esp32Hardware:
@@ -82,7 +44,8 @@ class Esp32Hardware:
         self._wifi_started_ms = None
         self._ntp_ok = False
         self._led = machine.Pin(self.pins["led"], machine.Pin.OUT) if "led" in self.pins else None
-        self._sensors = Esp32Sensors(self.pins)
+        self._led_active_low = bool(self.pins.get("led_active_low"))
+        self._sensors = None
         self._wdt = None
 
     # clock
@@ -160,18 +123,52 @@ class Esp32Hardware:
         self._wdt = machine.WDT(timeout=_WDT_TIMEOUT_MS)
 
     def sensors(self):
+        if self._sensors is None:
+            self._sensors = self._build_sensors()
         return self._sensors
+
+    def _build_sensors(self):
+        from sensors import Sensors
+        Pin = machine.Pin
+        pins = self.pins
+        fitted = pins.get("parts", {})
+        drivers = {}  # type: dict[str, object]
+        if "i2c" in pins:
+            c = pins["i2c"]
+            i2c = machine.I2C(c.get("id", 0), sda=Pin(c["sda"]), scl=Pin(c["scl"]), freq=c.get("freq", 100000))
+            if fitted.get("co2", True):
+                from drivers.scd4x import SCD4x
+                drivers["co2"] = SCD4x(i2c)
+            if fitted.get("th", True):
+                from drivers.sht4x import SHT4x
+                drivers["th"] = SHT4x(i2c)
+            if fitted.get("lux", True):
+                from drivers.bh1750 import BH1750
+                drivers["lux"] = BH1750(i2c)
+        if "radar_uart" in pins and fitted.get("radar", True):
+            from drivers.ld2410 import LD2410
+            c = pins["radar_uart"]
+            drivers["radar"] = LD2410(machine.UART(c["id"], baudrate=c.get("baud", _RADAR_BAUD),
+                                                   tx=c["tx"], rx=c["rx"], rxbuf=_RADAR_RXBUF))
+        if "pir" in pins and fitted.get("pir", True):
+            from drivers.pir import PIR
+            drivers["pir"] = PIR(Pin(pins["pir"], Pin.IN))
+        if "i2s_mic" in pins and fitted.get("mic", True):
+            from drivers.inmp441 import INMP441
+            c = pins["i2s_mic"]
+            i2s = machine.I2S(c.get("id", 0), sck=Pin(c["sck"]), ws=Pin(c["ws"]), sd=Pin(c["sd"]),
+                              mode=machine.I2S.RX, bits=32, format=machine.I2S.MONO,
+                              rate=_MIC_RATE_HZ, ibuf=8192)
+            drivers["mic"] = INMP441(i2s, sample_rate=_MIC_RATE_HZ)
+        return Sensors(drivers)
 
     def led(self, on):
         if self._led is not None:
-            self._led.value(1 if on else 0)
+            self._led.value((0 if on else 1) if self._led_active_low else (1 if on else 0))
 
     def heap_free(self):
         import gc
         return gc.mem_free()
-
-    def heap_peak(self):
-        return None  # the ESP32 build has no allocation statistics
 
     def journal(self, seq):
         pass  # test hook of the sim layer only

@@ -1,29 +1,29 @@
 """The `sim` hardware layer: a virtual node on the MicroPython unix port.
 
 Time is the sim clock (PROTOCOL.md `sim`): it starts at `sim.start` and runs `speed`
-times real time until it reaches the real clock, then at real time. The room is a
-Scenario; the sensors follow it with simple physics. The first boot's real start is
-kept in sim_state.json, so a restarted node continues the same timeline instead of
-replaying it."""
+times real time until it reaches the real clock, then at real time. The first boot's
+real start is kept in sim_state.json, so a restarted node continues the same timeline
+instead of replaying it. The room (hw/room.py) follows a Scenario; the parts are
+simulated at the bus level (hw/sim_i2c.py, hw/sim_parts.py), so the real drivers and
+the real sensor manager run exactly as on the board."""
 import gc
 import json
-import math
 import time
 
 from civil import parse_iso8601
 from hw import Reboot
-from hw.prng import XorShift32
+from hw.room import Room
 from hw.scenario import Scenario
 
 STATE_FILE = "sim_state.json"
-
-# Sensor physics (DOMAIN.md; typical classroom): 200 m3 room, outdoor CO2 420 ppm,
-# 4.5e-6 m3/s CO2 per seated pupil, 3 air changes per hour by natural ventilation.
-ROOM_M3 = 200.0
-OUTDOOR_CO2_PPM = 420.0
-CO2_PER_PERSON_M3_S = 4.5e-6
-AIR_CHANGES_PER_S = 3.0 / 3600
-SENSOR_NAMES = ("co2", "th", "lux", "radar", "pir", "mic")
+# Scheduled part faults: sim.faults key -> (part, attribute, value while active).
+PART_FAULTS = {
+    "co2_missing": ("co2", "present", False), "co2_crc": ("co2", "crc_errors", True),
+    "th_missing": ("th", "present", False), "th_crc": ("th", "crc_errors", True),
+    "lux_missing": ("lux", "present", False),
+    "radar_missing": ("radar", "present", False), "radar_garbage": ("radar", "garbage", True),
+    "pir_missing": ("pir", "present", False), "mic_missing": ("mic", "present", False),
+}
 
 
 class SimClock:
@@ -54,73 +54,6 @@ class SimClock:
         return self.now() >= time.time() - 1
 
 
-class SimSensors:
-    """The room as the node's sensors see it, advanced one second at a time."""
-
-    def __init__(self, scenario, seed, fitted, truth_path=None):
-        self.scenario = scenario
-        self.rng = XorShift32(seed * 7919 + 17)
-        self.fitted = fitted  # sensor name -> bool
-        self.co2_ppm = 450.0
-        self.people = 0
-        self._t = None
-        self._pir_lock_s = 0
-        self._pir_edges = 0
-        self._truth_path = truth_path
-        self._truth_min = None
-        self._truth_occ_s = 0
-
-    def states(self):
-        return {name: ("ok" if self.fitted.get(name, True) else "missing") for name in SENSOR_NAMES}
-
-    def step(self, t):
-        """Advance the room to second t. Returns (pir_edges, radar_target), None for
-        a sensor that is not fitted."""
-        n = self.scenario.people(t)
-        self.people = n
-        # CO2 mass balance, one-second Euler step: dC/dt = G*n/V - ACH*(C - Cout).
-        self.co2_ppm += CO2_PER_PERSON_M3_S * n / ROOM_M3 * 1e6 - AIR_CHANGES_PER_S * (self.co2_ppm - OUTDOOR_CO2_PPM)
-        edges = 0
-        if self._pir_lock_s:
-            self._pir_lock_s -= 1
-        elif n and self.rng.random() < min(0.35, 0.03 * n):
-            edges = 1
-            self._pir_lock_s = 2  # AM312 re-trigger time ~2 s
-        radar = bool(n) and self.rng.random() < 0.97
-        self._truth(t, n)
-        return (edges if self.fitted.get("pir", True) else None,
-                radar if self.fitted.get("radar", True) else None)
-
-    def sample_env(self, t):
-        r = self.rng.random
-        n = self.people
-        day_s = (int(t) + 8 * 3600) % 86400
-        daylight = max(0.0, math.sin(math.pi * (day_s - 6 * 3600) / (12 * 3600))) * 280
-        lux = daylight + (420 if n else 0) + r() * 10
-        noise = (52 + min(n, 45) * 0.2 + r() * 6) if n else (33 + r() * 3)
-        f = self.fitted.get
-        return {
-            "co2_ppm": self.co2_ppm + r() * 10 - 5 if f("co2", True) else None,
-            "temp_c": 20.5 + 0.04 * n + r() * 0.2 if f("th", True) else None,
-            "rh_pct": 48.0 + 0.1 * n + r() * 0.5 if f("th", True) else None,
-            "lux": lux if f("lux", True) else None,
-            "noise_dba": noise if f("mic", True) else None,
-        }
-
-    def _truth(self, t, n):
-        # Ground truth, one line per minute: "minute_ts,occupied_s,people".
-        if not self._truth_path:
-            return
-        minute = int(t) - int(t) % 60
-        if self._truth_min is not None and minute != self._truth_min:
-            with open(self._truth_path, "a") as f:
-                f.write("%d,%d,%d\n" % (self._truth_min, self._truth_occ_s, self.people))
-            self._truth_occ_s = 0
-        self._truth_min = minute
-        if n:
-            self._truth_occ_s += 1
-
-
 class SimHardware:
     name = "sim"
 
@@ -132,10 +65,10 @@ class SimHardware:
         if not isinstance(speed, (int, float)) or speed < 1:
             raise ValueError("sim.speed must be a number >= 1")
         self.clock = SimClock(start_s, speed)
-        seed = sim.get("seed", 1)
-        fitted = sim.get("sensors", {})
-        self._sensors = SimSensors(Scenario(sim.get("scenario", "classroom"), seed), seed,
-                                   fitted, sim.get("truth"))
+        self._sim = sim
+        self._start_s = start_s
+        self._sensors = None
+        self.room = None
         self._led = False
         self._reset_cause = "power"  # a new process is a power-on
         self._journal_path = sim.get("journal")
@@ -183,19 +116,65 @@ class SimHardware:
         self._reset_cause = "soft"
 
     def sensors(self):
+        """The sensor manager over bus-level sim parts; built once, kept across
+        in-process reboots like the parts on a real board."""
+        if self._sensors is None:
+            self._sensors = self._build_sensors()
         return self._sensors
+
+    def _build_sensors(self):
+        from drivers.bh1750 import BH1750
+        from drivers.inmp441 import INMP441
+        from drivers.ld2410 import LD2410
+        from drivers.pir import PIR
+        from drivers.scd4x import SCD4x
+        from drivers.sht4x import SHT4x
+        from hw.sim_i2c import SimBH1750, SimI2C, SimSCD41, SimSHT4x
+        from hw.sim_parts import SimI2S, SimLD2410Uart, SimPirPin
+        from sensors import Sensors
+
+        sim = self._sim
+        seed = sim.get("seed", 1)
+        fitted = sim.get("sensors", {})
+        room = Room(Scenario(sim.get("scenario", "classroom"), seed), seed,
+                    int(self.clock.now()), sim.get("truth"))
+        self.room = room
+        clock = room.now
+        pir_pin = SimPirPin(room, clock)
+        parts = {
+            "co2": SimSCD41(room, clock), "th": SimSHT4x(room, clock), "lux": SimBH1750(room, clock),
+            "radar": SimLD2410Uart(room, clock, seed=seed), "pir": pir_pin,
+            "mic": SimI2S(room, clock, seed=seed),
+        }
+        for name, part in parts.items():
+            if fitted.get(name, True) is False:
+                setattr(part, "present", False)  # not fitted: the bus finds nothing there
+        room.pir_pin = pir_pin
+        for key, spans in sim.get("faults", {}).items():
+            if key in PART_FAULTS:
+                name, attribute, value = PART_FAULTS[key]
+                for offset_s, duration_s in spans:
+                    a = self._start_s + offset_s
+                    room.add_fault(a, a + duration_s, parts[name], attribute, value)
+        i2c = SimI2C([parts["co2"], parts["th"], parts["lux"]])
+        sleep = room.sleep_ms
+        drivers = {
+            "co2": SCD4x(i2c, sleep_ms=sleep), "th": SHT4x(i2c, sleep_ms=sleep),
+            "lux": BH1750(i2c, sleep_ms=sleep), "radar": LD2410(parts["radar"]),
+            # The PIR debounces on sim ticks: at 60x real time, edges 2 sim seconds
+            # apart are only ~33 real ms apart.
+            "pir": PIR(pir_pin, ticks_ms=pir_pin.ticks_ms) if fitted.get("pir", True) else None,
+            # The sim tone is at 1 kHz, where A-weighting is 0 dB: the unweighted path
+            # gives the same level at a tenth of the CPU (see drivers/inmp441.py).
+            "mic": INMP441(parts["mic"], aweighting=False),
+        }
+        return Sensors(drivers, world=room)
 
     def led(self, on):
         self._led = bool(on)
 
     def heap_free(self):
         return gc.mem_free()
-
-    def heap_peak(self):
-        # Peak bytes allocated since start (unix port, MICROPY_MEM_STATS builds).
-        import micropython
-        mem_peak = getattr(micropython, "mem_peak", None)
-        return mem_peak() if mem_peak is not None else None
 
     def journal(self, seq):
         """Test hook: with sim.journal set, the seq of every record the outbox has

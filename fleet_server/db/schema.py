@@ -79,3 +79,5 @@ commands = Table(
     Column("err", String(64)),
     PrimaryKeyConstraint("device_id", "cmd_id", name="pk_commands"),
 )
+
+from fleet_server.db import registry_schema  # noqa: F401

@@ -39,6 +39,7 @@ def _insert_new(conn: Connection, table, rows: list[dict]) -> set[tuple[str, int
     if not rows:
         return set()
     rows = list({(r["device_id"], r["seq"]): r for r in reversed(rows)}.values())  # first wins
+    rows.sort(key=lambda r: (r["device_id"], r["seq"]))  # same lock order in every writer
     stmt = (_insert(conn, table)
             .on_conflict_do_nothing(index_elements=["device_id", "seq"])
             .returning(table.c.device_id, table.c.seq))
@@ -90,10 +91,14 @@ def store_batch(conn: Connection, batch: list[Received]) -> list[str]:
     first_seen = min(i.received_s for i in batch)
     conn.execute(_insert(conn, devices).on_conflict_do_nothing(index_elements=["device_id"]),
                  [{"device_id": dev, "first_seen_s": first_seen, "windows_received": 0, "online": False}
-                  for dev in deltas])
+                  for dev in sorted(deltas)])
     new_windows = _insert_new(conn, windows, window_rows)
     new_events = _insert_new(conn, events, event_rows)
     if ack_rows:
+        # One row per command (a redelivered ack may share the batch; the last wins):
+        # PostgreSQL refuses to update one row twice in a statement.
+        ack_rows = sorted({(r["device_id"], r["cmd_id"]): r for r in ack_rows}.values(),
+                          key=lambda r: (r["device_id"], r["cmd_id"]))
         stmt = _insert(conn, commands)
         stmt = stmt.on_conflict_do_update(
             index_elements=["device_id", "cmd_id"],
@@ -124,8 +129,10 @@ def store_batch(conn: Connection, batch: list[Received]) -> list[str]:
             fresh = True  # status and ack are state, not records: always applied
         outcomes.append(ACCEPTED if fresh else DUPLICATE)
 
-    for device_id, d in deltas.items():
-        _update_device(conn, device_id, d)
+    # Devices in key order: concurrent ingest workers on PostgreSQL then take the row
+    # locks in the same order and cannot deadlock each other.
+    for device_id in sorted(deltas):
+        _update_device(conn, device_id, deltas[device_id])
     return outcomes
 
 

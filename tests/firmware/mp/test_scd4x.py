@@ -164,7 +164,7 @@ def test_read_not_ready_path_allocates_nothing():
 
 def test_set_temperature_offset_sends_the_datasheet_example_between_stop_and_start():
     bus, s = _probed()
-    s.set_temperature_offset_c(5.4)   # 3.6.1 example: 0x07e6, CRC 0x48
+    s.configure(temperature_offset_c=5.4)   # 3.6.1 example: 0x07e6, CRC 0x48
     assert bus.log == [("w", ADDR, b"\x3f\x86"), ("s", 500),
                        ("w", ADDR, b"\x24\x1d\x07\xe6\x48"), ("s", 1),
                        ("w", ADDR, b"\x21\xb1")], bus.log
@@ -172,9 +172,9 @@ def test_set_temperature_offset_sends_the_datasheet_example_between_stop_and_sta
 
 def test_set_altitude_and_asc_words_and_crcs():
     bus, s = _probed()
-    s.set_altitude_m(1950)
-    s.set_asc(True)
-    s.set_asc(False)
+    s.configure(altitude_m=1950)
+    s.configure(asc=True)
+    s.configure(asc=False)
     writes = [e[2] for e in bus.log if e[0] == "w" and len(e[2]) == 5]
     assert writes == [b"\x24\x27\x07\x9e\x09", b"\x24\x16\x00\x01\xb0",
                       b"\x24\x16\x00\x00\x81"], writes
@@ -196,17 +196,18 @@ def test_configure_applies_several_settings_in_one_stop_start_cycle():
 def test_setter_before_probe_leaves_the_part_idle():
     bus = FakeBus()
     s = SCD4x(bus, sleep_ms=bus.sleep_ms)
-    s.set_asc(False)
+    s.configure(asc=False)
     assert ("w", ADDR, b"\x21\xb1") not in bus.log, bus.log
     assert bus.log[0] == ("w", ADDR, b"\x3f\x86"), bus.log
 
 
 def test_setters_reject_out_of_range_values_without_touching_the_bus():
     bus, s = _probed()
-    for fn, value in ((s.set_temperature_offset_c, -0.1), (s.set_temperature_offset_c, 20.5),
-                      (s.set_altitude_m, -1), (s.set_altitude_m, 3001),
-                      (s.set_ambient_pressure_hpa, 699), (s.set_ambient_pressure_hpa, 1201)):
-        raises(ValueError, fn, value)
+    for kw in ({"temperature_offset_c": -0.1}, {"temperature_offset_c": 20.5},
+               {"altitude_m": -1}, {"altitude_m": 3001}, {"asc": False, "altitude_m": 3001}):
+        raises(ValueError, lambda: s.configure(**kw))
+    for hpa in (699, 1201):
+        raises(ValueError, s.set_ambient_pressure_hpa, hpa)
     assert bus.log == [], bus.log
 
 
@@ -264,9 +265,9 @@ def test_sim_setters_reach_the_part_and_restart_measurement():
     room = Room(temp_c=21.0)
     clock, part, s = _sim(room)
     s.probe()
-    s.set_asc(False)
-    s.set_altitude_m(1950)
-    s.set_temperature_offset_c(6.0)   # 2 degC more than the 4 degC factory default
+    s.configure(asc=False)
+    s.configure(altitude_m=1950)
+    s.configure(temperature_offset_c=6.0)   # 2 degC more than the 4 degC factory default
     assert part.measuring and not part.asc_enabled and part.altitude_m == 1950
     assert part.temp_offset_word == round(6.0 * 65536 / 175)
     s.set_ambient_pressure_hpa(987.4)

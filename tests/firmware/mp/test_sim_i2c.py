@@ -13,11 +13,20 @@ def _scd(room=None):
     return clock, part, SimSI(part)
 
 
-class SimSI(SimI2C):
-    """SimI2C with one-line helpers for the SCD41 sequences (3.3)."""
+class Bus(SimI2C):
+    """SimI2C plus machine.I2C.readfrom, which the drivers do not use."""
+
+    def readfrom(self, addr, nbytes):
+        buf = bytearray(nbytes)
+        self.readfrom_into(addr, buf)
+        return bytes(buf)
+
+
+class SimSI(Bus):
+    """The bus with one-line helpers for the SCD41 sequences (3.3)."""
 
     def __init__(self, part):
-        SimI2C.__init__(self, [part])
+        Bus.__init__(self, [part])
         self.addr = part.address
 
     def cmd(self, code):
@@ -29,19 +38,23 @@ class SimSI(SimI2C):
         return checked_word(self.readfrom(self.addr, 3), 0)
 
 
-def test_scan_lists_only_present_parts_and_dict_form_routes_too():
+def test_routes_by_address_to_present_parts_only():
     clock = Clock()
-    scd, sht, bh = SimSCD41(Room(), clock), SimSHT4x(Room()), SimBH1750(Room())
-    bus = SimI2C([bh, sht, scd])
-    assert bus.scan() == [0x23, 0x44, 0x62]
+    scd, sht, bh = SimSCD41(Room(), clock), SimSHT4x(Room()), SimBH1750(Room(), address=0x5C)
+    bus = Bus([bh, sht, scd])
+    assert (scd.address, sht.address, bh.address) == (0x62, 0x44, 0x5C)
+    bus.writeto(0x5C, b"\x01")
+    assert bh.powered
+    bus.writeto(0x44, b"\x89")
+    assert len(bus.readfrom(0x44, 6)) == 6
     sht.present = False
-    assert bus.scan() == [0x23, 0x62]
-    assert SimI2C({0x5C: bh}).scan() == [0x5C]
+    assert raises(OSError, bus.writeto, 0x44, b"\x89").errno == 19
+    assert raises(OSError, bus.writeto, 0x23, b"\x01").errno == 19
 
 
 def test_unknown_address_and_absent_part_raise_enodev_on_every_call():
     part = SimBH1750(Room())
-    bus = SimI2C([part])
+    bus = Bus([part])
     for addr in (0x10, 0x23):
         if addr == 0x23:
             part.present = False
@@ -52,7 +65,7 @@ def test_unknown_address_and_absent_part_raise_enodev_on_every_call():
 
 def test_zero_length_write_probes_the_address_only():
     part = SimBH1750(Room())
-    bus = SimI2C([part])
+    bus = Bus([part])
     assert bus.writeto(0x23, b"") == 0
     assert not part.powered
     assert bus.writeto(0x23, b"\x01") == 1 and part.powered
@@ -134,40 +147,37 @@ def test_scd41_crc_errors_flag_corrupts_only_the_crc_bytes():
     assert rx[2] != 0x31 and rx[5] != 0xC2 and rx[8] != 0x89
 
 
-def test_scd41_temperature_offset_default_persist_and_reinit():
+def test_scd41_temperature_offset_default_set_and_get():
     clock, part, bus = _scd()
     assert bus.word(clock, 0x2318) == 1498       # 4 degC factory default
     bus.writeto(SCD, b"\x24\x1d\x07\xe6\x48")     # 5.4 degC (3.6.1 example)
     clock.sleep_ms(1)
-    bus.cmd(0x3615)                               # persist, 800 ms
-    clock.sleep_ms(800)
-    bus.writeto(SCD, b"\x24\x16\x00\x00\x81")     # ASC off, not persisted
-    clock.sleep_ms(1)
-    bus.cmd(0x3646)                               # reinit reloads the persisted settings
-    clock.sleep_ms(20)
-    assert part.temp_offset_word == 0x07E6 and part.asc_enabled
+    assert bus.word(clock, 0x2318) == 0x07E6 == part.temp_offset_word
 
 
-def test_scd41_single_shot_measures_once_after_5_s():
-    clock, part, bus = _scd(Room(co2_ppm=1234))
-    bus.cmd(0x219D)
-    clock.sleep_ms(4999)
-    assert raises(OSError, bus.cmd, 0xE4B8).errno == 19   # busy measuring
+def test_scd41_persist_and_reinit_are_acked_with_their_times_other_commands_nacked():
+    # The sim only ACKs persist_settings (800 ms) and reinit (20 ms), idle only.
+    clock, part, bus = _scd()
+    bus.cmd(0x3615)
+    clock.sleep_ms(799)
+    assert raises(OSError, bus.cmd, 0x3646).errno == 19
     clock.sleep_ms(1)
-    assert bus.word(clock, 0xE4B8) & 0x07FF
-    bus.cmd(0xEC05)
+    bus.cmd(0x3646)
+    clock.sleep_ms(19)
+    assert raises(OSError, bus.cmd, 0x3682).errno == 19
     clock.sleep_ms(1)
-    assert checked_word(bus.readfrom(SCD, 9), 0) == 1234
-    bus.cmd(0x2196)                                        # RH/T only: CO2 reads 0
-    clock.sleep_ms(50)
-    bus.cmd(0xEC05)
-    clock.sleep_ms(1)
-    assert checked_word(bus.readfrom(SCD, 9), 0) == 0
+    bus.cmd(0x21B1)
+    assert raises(OSError, bus.cmd, 0x3615).errno == 19   # not while measuring
+    bus.cmd(0x3F86)
+    clock.sleep_ms(500)
+    # Not simulated: single shot (3.10), low-power periodic (3.8.1), self test (3.9.3).
+    for code in (0x219D, 0x2196, 0x21AC, 0x3639):
+        assert raises(OSError, bus.cmd, code).errno == 19, code
 
 
 # --- SHT4x --------------------------------------------------------------------------------
 def test_sht4x_answers_only_after_a_command_and_only_once():
-    bus = SimI2C([SimSHT4x(Room(temp_c=25.0, rh_pct=69.0))])
+    bus = Bus([SimSHT4x(Room(temp_c=25.0, rh_pct=69.0))])
     assert raises(OSError, bus.readfrom, 0x44, 6).errno == 19
     bus.writeto(0x44, b"\xfd")
     assert bus.readfrom(0x44, 6) == b"\x66\x66\x93\x99\x99\xbe"
@@ -178,7 +188,7 @@ def test_sht4x_answers_only_after_a_command_and_only_once():
 
 def test_sht4x_medium_and_low_repeatability_times_and_soft_reset():
     clock = Clock()
-    bus = SimI2C([SimSHT4x(Room(), clock)])
+    bus = Bus([SimSHT4x(Room(), clock)])
     for cmd, ms in ((b"\xf6", 4.5), (b"\xe0", 1.6)):
         bus.writeto(0x44, cmd)
         clock.sleep_ms(ms - 0.2)
@@ -194,37 +204,33 @@ def test_sht4x_medium_and_low_repeatability_times_and_soft_reset():
 
 
 # --- BH1750 -------------------------------------------------------------------------------
-def test_bh1750_one_opcode_per_write_and_unknown_opcodes_nacked():
-    bus = SimI2C([SimBH1750(Room())])
+def test_bh1750_one_opcode_per_write_and_unsimulated_opcodes_nacked():
+    bus = Bus([SimBH1750(Room())])
     assert raises(OSError, bus.writeto, 0x23, b"\x01\x10").errno == 19
-    assert raises(OSError, bus.writeto, 0x23, b"\x55").errno == 19
+    # Not simulated: other modes (H2, L, one-time) and MTreg changes.
+    for op in (0x11, 0x13, 0x20, 0x21, 0x23, 0x42, 0x7F, 0x55):
+        assert raises(OSError, bus.writeto, 0x23, bytes((op,))).errno == 19, op
 
 
-def test_bh1750_modes_and_mtreg_scale_the_counts():
+def test_bh1750_continuous_h_counts_power_and_reset():
     room = Room(lux=1000.0)
     part = SimBH1750(room)
-    bus = SimI2C([part])
+    bus = Bus([part])
 
     def counts():
         rx = bus.readfrom(0x23, 2)
         return rx[0] << 8 | rx[1]
 
     bus.writeto(0x23, b"\x01")
+    assert part.powered and counts() == 0      # powered on, no measurement yet
     bus.writeto(0x23, b"\x10")
     assert counts() == 1200                    # lux * 1.2 at MTreg 69
-    bus.writeto(0x23, b"\x11")
-    assert counts() == 2400                    # H-resolution mode 2: 0.5 lx per count
-    bus.writeto(0x23, b"\x13")
-    room.lux = 1001.0
-    assert counts() == 1200                    # L-resolution: 4-count steps (1201 -> 1200)
-    bus.writeto(0x23, b"\x42")                 # MTreg high bits 010 -> 0b010_00101 = 69
-    bus.writeto(0x23, b"\x7f")                 # low bits 11111 -> 0b010_11111 = 95
-    assert part.mtreg == 95
-    bus.writeto(0x23, b"\x10")
-    assert counts() == round(1001.0 * 1.2 * 95 / 69)
-    bus.writeto(0x23, b"\x20")                 # one-time: measures, then powers down
-    room.lux = 10.0
-    assert counts() == round(10.0 * 1.2 * 95 / 69)
-    assert not part.powered
-    room.lux = 20.0
-    assert counts() == round(10.0 * 1.2 * 95 / 69)   # no new measurement
+    room.lux = 1e6
+    assert counts() == 0xFFFF                  # saturates
+    bus.writeto(0x23, b"\x00")                 # power down: the register keeps its value
+    assert not part.powered and counts() == 0xFFFF
+    bus.writeto(0x23, b"\x07")                 # reset is ignored while powered down
+    assert counts() == 0xFFFF
+    bus.writeto(0x23, b"\x01")
+    bus.writeto(0x23, b"\x07")                 # reset clears the data register
+    assert counts() == 0
