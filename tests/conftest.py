@@ -1,5 +1,6 @@
-"""Shared fixtures: a real Mosquitto, a real fleet server per test (fresh SQLite),
-and virtual nodes running the real firmware on the MicroPython unix port."""
+"""Shared fixtures: a real Mosquitto, a real fleet server per test (a fresh database,
+SQLite and PostgreSQL: every server test runs on both), and virtual nodes running the
+real firmware on the MicroPython unix port."""
 from __future__ import annotations
 
 import itertools

@@ -92,14 +92,6 @@ class Esp32Hardware:
     def ip(self):
         return self.wlan.ifconfig()[0]
 
-    def tls_context(self, ca_path):
-        import ssl
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        # verify_mode is in MicroPython's ssl docs; the esp32 stubs lack it.
-        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-        ctx.load_verify_locations(cafile=ca_path)
-        return ctx
-
     # board
     def reset_cause(self):
         cause = machine.reset_cause()

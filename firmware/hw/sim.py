@@ -100,14 +100,6 @@ class SimHardware:
     def ip(self):
         return "127.0.0.1"
 
-    def tls_context(self, ca_path):
-        import ssl
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        # verify_mode is in MicroPython's ssl docs; the esp32 stubs lack it.
-        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-        ctx.load_verify_locations(cafile=ca_path)
-        return ctx
-
     # board
     def reset_cause(self):
         return self._reset_cause

@@ -114,7 +114,6 @@ class Postgres:
                 "full_page_writes = off\n"
                 "max_connections = 200\n"
                 "log_min_messages = warning\n"
-                "log_min_error_statement = panic\n"
             )
         r = self._run(self.bindir / "pg_ctl", "start", "-D", self.datadir, "-l", self.log, "-w", "-t", "60")
         if r.returncode != 0:
