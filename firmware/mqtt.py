@@ -1,13 +1,15 @@
-"""MQTT 3.1.1 client for MicroPython: CONNECT with will, QoS 1 PUBLISH with PUBACK
-tracking, SUBSCRIBE, keepalive; non-blocking poll so the node loop never stalls.
+"""The node's MQTT link: an MQTT 3.1.1 client (CONNECT with will, QoS 1 PUBLISH/PUBACK,
+SUBSCRIBE, keepalive, non-blocking poll) that reconnects with backoff, subscribes to the
+node's `cmd` topic and tells the node when it comes up or goes down.
 
-Section numbers in comments refer to the OASIS MQTT 3.1.1 standard (2014). Reconnect
-policy lives in link.py; this module only speaks the protocol over one socket.
-"""
-import socket
+Section numbers in comments refer to the OASIS MQTT 3.1.1 standard (2014)."""
 import select
+import socket
 import time
+
 from micropython import const
+
+from backoff import delay_ms
 
 # Control packet types, first byte with the flags that 3.1.1 fixes (2.2.1, 2.2.2).
 _CONNECT = const(0x10)
@@ -20,32 +22,11 @@ _PINGREQ = const(0xC0)
 _PINGRESP = const(0xD0)
 _DISCONNECT = const(0xE0)
 
+_KEEPALIVE_S = const(60)   # PROTOCOL.md
+_TIMEOUT_S = const(5)      # socket timeout; also the wait for CONNACK
 _MAX_PACKET = const(4096)  # larger incoming packets are a protocol error for a node
-
-CONNACK_REASONS = {
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
-
-
-class MQTTError(Exception):
-    pass
-
-
-def _encode_len(n):
-    # 2.2.3 Remaining Length: 7 bits per byte, high bit = continuation.
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return out
+# PROTOCOL.md: the will is the offline status, QoS 1, retained; a graceful stop sends it too.
+WILL = const(b'{"v":1,"online":false}')
 
 
 def _str(s):
@@ -55,217 +36,252 @@ def _str(s):
     return bytes((len(s) >> 8, len(s) & 0xFF)) + s
 
 
-def encode_connect(client_id, user, password, keepalive_s, clean_session, will):
-    flags = 0x02 if clean_session else 0
-    payload = _str(client_id)
-    if will:
-        topic, msg, qos, retain = will
-        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _str(topic) + _str(msg)
+def _packet(first, *parts):
+    """One control packet in one buffer (one send, so Nagle never splits it): the first
+    byte, 2.2.3 Remaining Length (7 bits a byte, high bit = more), then the parts."""
+    n = 0
+    for p in parts:
+        n += len(p)
+    out = bytearray(n + (2 if n < 0x80 else 3 if n < 0x4000 else 4 if n < 0x200000 else 5))
+    out[0] = first
+    i = 1
+    while True:
+        out[i] = n & 0x7F | (0x80 if n > 0x7F else 0)
+        i += 1
+        n >>= 7
+        if not n:
+            break
+    for p in parts:
+        out[i:i + len(p)] = p
+        i += len(p)
+    return out
+
+
+def encode_connect(client_id, user, password, will_topic):
+    """CONNECT as PROTOCOL.md has it: clean session off, keepalive 60 s, the will (QoS 1,
+    retained) on will_topic, user name and password when given."""
+    # 3.1.2.4-3.1.2.9 flags: will 0x04 | will QoS 1 0x08 | will retain 0x20, user 0x80,
+    # password 0x40 (only with a user name, 3.1.2.9).
+    flags = 0x2C
+    body = _str(client_id) + _str(will_topic) + _str(WILL)
     if user is not None:
         flags |= 0x80
-        payload += _str(user)
+        body += _str(user)
         if password is not None:
             flags |= 0x40
-            payload += _str(password)
-    # 3.1.2: protocol name "MQTT", level 4 (3.1.1), connect flags, keepalive.
-    var = b"\x00\x04MQTT\x04" + bytes((flags, keepalive_s >> 8, keepalive_s & 0xFF))
-    body = var + payload
-    return bytes((_CONNECT,)) + _encode_len(len(body)) + body
+            body += _str(password)
+    # 3.1.2.1-3.1.2.10: protocol name "MQTT", level 4 (3.1.1), flags, keepalive.
+    return _packet(_CONNECT, b"\x00\x04MQTT\x04", bytes((flags, 0, _KEEPALIVE_S)), body)
 
 
-def encode_publish(topic, payload, qos, retain, dup, pid):
-    if isinstance(payload, str):
-        payload = payload.encode()
-    first = _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
-    head = _str(topic)
-    if qos:
-        head += bytes((pid >> 8, pid & 0xFF))
-    return bytes((first,)) + _encode_len(len(head) + len(payload)) + head + payload
+class Link:
+    """up() says whether the broker is reachable; service() is called often from the node
+    loop and never blocks longer than one connect attempt. The node gets on_link(up),
+    on_command(payload) and on_puback(pid)."""
 
+    def __init__(self, cfg, hw, node):
+        self.device_id = cfg["device_id"]
+        self.mqtt = m = cfg["mqtt"]
+        self.prefix = "campus/v1/%s/" % self.device_id
+        self.tls = None
+        if m.get("tls"):
+            # TLS client context that verifies the broker against the CA file from config.
+            import ssl
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            # verify_mode is in MicroPython's ssl docs; the esp32 stubs lack it.
+            self.tls.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
+            self.tls.load_verify_locations(cafile=m.get("ca"))
+        self.hw = hw
+        self.node = node
+        self.sock = None
+        self.poller = None
+        self.rx = bytearray()  # received, not yet handled (consumed in place: keeps its capacity)
+        self.pid = 0
+        self.failures = 0      # connect attempts failed in a row, for the backoff
+        self.next_try = time.ticks_ms()
+        self.last_tx = self.last_rx = self.next_try
+        self.ping_out = False
 
-def encode_subscribe(topic, qos, pid):
-    body = bytes((pid >> 8, pid & 0xFF)) + _str(topic) + bytes((qos,))
-    return bytes((_SUBSCRIBE,)) + _encode_len(len(body)) + body
+    def up(self):
+        return self.sock is not None
 
-
-class MQTTClient:
-    def __init__(self, client_id, host, port=1883, user=None, password=None,
-                 keepalive_s=60, clean_session=False, ssl_context=None, timeout_s=5):
-        self.client_id = client_id
-        self.host = host
-        self.port = port
-        self.user = user
-        self.password = password
-        self.keepalive_s = keepalive_s
-        self.clean_session = clean_session
-        self.ssl_context = ssl_context
-        self.timeout_s = timeout_s
-        self.will = None
-        self.on_message = None  # fn(topic: str, payload: bytes, retained: bool)
-        self.on_puback = None   # fn(pid: int)
-        self._sock = None
-        self._poller = None
-        self._rx = bytearray()
-        self._pid = 0
-        self._last_tx_ms = time.ticks_ms()
-        self._last_rx_ms = time.ticks_ms()
-        self._ping_out = False
-
-    def set_will(self, topic, payload, qos=1, retain=True):
-        self.will = (topic, payload, qos, retain)
-
-    def is_connected(self):
-        return self._sock is not None
-
-    def next_pid(self):
-        # 2.3.1: packet identifiers are non-zero 16-bit values.
-        self._pid = self._pid % 65535 + 1
-        return self._pid
+    def service(self):
+        """Polls the link while it is up; otherwise connects when the backoff allows."""
+        if self.sock is not None:
+            if not self.hw.network_up():
+                self._down(True)
+                return
+            try:
+                self.poll()
+            except OSError:
+                self._down(True)
+            return
+        if time.ticks_diff(time.ticks_ms(), self.next_try) < 0:
+            return
+        try:
+            if not self.hw.network_up():
+                raise OSError("network down")
+            self.connect()
+        except OSError:
+            self.close()
+            self._down(False)
+            return
+        self.failures = 0
+        self.node.on_link(True)
 
     def connect(self):
-        """Open the socket and complete CONNECT/CONNACK. Returns session-present.
-        Raises OSError on network failure, MQTTError when the broker refuses."""
+        """Opens the socket, completes CONNECT/CONNACK and subscribes to `cmd`. Raises
+        OSError on a network failure or when the broker refuses."""
         self.close()
-        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
-        addr = ai[-1]
+        m = self.mqtt
+        ai = socket.getaddrinfo(m["host"], m["port"], 0, socket.SOCK_STREAM)[0]
         sock = socket.socket(ai[0], socket.SOCK_STREAM)  # ai[0]: AF_INET or AF_INET6
         try:
-            sock.settimeout(self.timeout_s)
-            sock.connect(addr)
-            if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-            self._sock = sock
-            self._rx = bytearray()
-            self._write(encode_connect(self.client_id, self.user, self.password,
-                                       self.keepalive_s, self.clean_session, self.will))
-            pkt = self._read_packet_blocking()
-            if pkt is None or pkt[0] != _CONNACK or len(pkt[1]) != 2:
-                raise MQTTError("no CONNACK")
-            rc = pkt[1][1]
-            if rc:
-                raise MQTTError("refused: " + CONNACK_REASONS.get(rc, str(rc)))
-            self._poller = select.poll()
-            self._poller.register(sock, select.POLLIN)
-            now = time.ticks_ms()
-            self._last_rx_ms = now
-            self._ping_out = False
-            return bool(pkt[1][0] & 1)
+            sock.settimeout(_TIMEOUT_S)
+            sock.connect(ai[-1])
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_hostname=m["host"])
+            self.sock = sock
+            rx = self.rx
+            rx[:] = b""
+            dev = self.device_id
+            self._send(encode_connect(dev, m.get("user", dev), m.get("password"), self.prefix + "status"))
+            deadline = time.ticks_add(time.ticks_ms(), _TIMEOUT_S * 1000)
+            while True:
+                n = self._take()
+                if n:
+                    break
+                if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                    raise OSError("timeout waiting for broker")
+                self._recv(64)
+            # 3.2: CONNACK = 0x20, remaining length 2, session present, return code.
+            if rx[0] != _CONNACK or n != 4:
+                raise OSError("no CONNACK")
+            if rx[3]:
+                raise OSError("broker refused the connection: return code %d" % rx[3])
+            rx[:4] = b""
+            self.poller = select.poll()
+            self.poller.register(sock, select.POLLIN)
+            self.last_rx = time.ticks_ms()
+            self.ping_out = False
+            # 3.8: SUBSCRIBE to the node's cmd topic, QoS 1. Clean session is off, so
+            # commands sent while the node was away arrive now.
+            self.pid = pid = self.pid % 65535 + 1
+            self._send(_packet(_SUBSCRIBE, bytes((pid >> 8, pid & 0xFF)), _str(self.prefix + "cmd"), b"\x01"))
         except Exception:
-            self._sock = None
+            self.sock = None
             try:
                 sock.close()
             except Exception:
                 pass
             raise
 
-    def publish(self, topic, payload, qos=1, retain=False, dup=False, pid=None):
-        """Send PUBLISH; for QoS 1 returns the packet id whose PUBACK reaches on_puback."""
-        if qos and pid is None:
-            pid = self.next_pid()
-        self._write(encode_publish(topic, payload, qos, retain, dup, pid or 0))
-        return pid or 0
-
-    def subscribe(self, topic, qos=1):
-        pid = self.next_pid()
-        self._write(encode_subscribe(topic, qos, pid))
+    def publish(self, suffix, payload, retain=False):
+        """QoS 1 PUBLISH (3.3) to the node's topic + suffix. Returns the packet id whose
+        PUBACK reaches node.on_puback(), or None if the link is (now) down."""
+        if self.sock is None:
+            return None
+        # 2.3.1: packet identifiers are non-zero 16-bit values.
+        self.pid = pid = self.pid % 65535 + 1
+        if isinstance(payload, str):
+            payload = payload.encode()
+        try:
+            # 3.3.1: QoS 1 = 0x02, RETAIN = 0x01; 3.3.2: topic, then the packet id.
+            self._send(_packet(0x33 if retain else 0x32, _str(self.prefix + suffix),
+                               bytes((pid >> 8, pid & 0xFF)), payload))
+        except OSError:
+            self._down(True)
+            return None
         return pid
 
+    def close(self, graceful=False):
+        if self.sock is not None and graceful:
+            # A graceful stop says "offline" itself; the broker only sends the will for
+            # an unexpected loss (3.1.2.5). Then DISCONNECT (3.14).
+            if self.publish("status", WILL, True) is not None:
+                try:
+                    self._send(bytes((_DISCONNECT, 0)))
+                except OSError:
+                    pass
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except Exception:
+                pass
+        self.sock = None
+        self.poller = None
+
     def poll(self):
-        """Handle every packet already received, without blocking, and keep the link
+        """Handles every packet already received, without blocking, and keeps the link
         alive. Raises OSError (after closing) when the link is found dead."""
-        sock = self._sock
-        poller = self._poller
-        if sock is None or poller is None:
-            raise OSError("not connected")
+        rx = self.rx
         try:
-            while poller.poll(0):
-                chunk = sock.recv(512)
-                if not chunk:
-                    raise OSError("connection closed by broker")
-                self._rx.extend(chunk)
-                self._last_rx_ms = time.ticks_ms()
-                if len(self._rx) > _MAX_PACKET + 5:
+            while self.poller is not None and self.poller.poll(0):
+                self._recv(512)
+                if len(rx) > _MAX_PACKET + 5:
                     break
             while True:
-                pkt = self._take_packet()
-                if pkt is None:
+                n = self._take()
+                if not n:
                     break
-                self._dispatch(pkt[0], pkt[1])
-            self._keepalive()
+                kind = rx[0] & 0xF0
+                if kind == _PUBLISH:
+                    self._on_publish(n)
+                elif kind == _PUBACK:
+                    self.node.on_puback(rx[n - 2] << 8 | rx[n - 1])
+                elif kind == _PINGRESP:
+                    self.ping_out = False
+                elif kind == _SUBACK:
+                    # 3.9.3: after the packet id, one return code a topic; 0x80 = failure.
+                    for i in range(4, n):
+                        if rx[i] == 0x80:
+                            raise OSError("subscription refused")
+                # other packet types are not expected by a QoS 1 client; ignore them
+                if self.sock is None:
+                    return  # the node closed the link from a callback
+                rx[:n] = b""
+            # 3.1.2.10: the client must send something within keepalive; the broker
+            # drops us at 1.5 x keepalive. Ping at half the interval and give up when
+            # nothing at all has been received for one full interval after a ping.
+            now = time.ticks_ms()
+            if self.ping_out and time.ticks_diff(now, self.last_rx) > _KEEPALIVE_S * 1000:
+                raise OSError("keepalive timeout")
+            if not self.ping_out and time.ticks_diff(now, self.last_tx) >= _KEEPALIVE_S * 500:
+                self._send(bytes((_PINGREQ, 0)))
+                self.ping_out = True
         except Exception:
             self.close()
             raise
 
-    def disconnect(self):
-        if self._sock is not None:
-            try:
-                self._write(bytes((_DISCONNECT, 0)))
-            except Exception:
-                pass
-        self.close()
+    # --- internals -------------------------------------------------------------------
+    def _on_publish(self, n):
+        # 3.3: the packet's first n bytes of rx; the body follows the last length byte.
+        rx = self.rx
+        first = rx[0]
+        i = 2
+        while rx[i - 1] & 0x80:
+            i += 1
+        end = i + 2 + (rx[i] << 8 | rx[i + 1])  # 3.3.2.1: topic name, length first
+        pid = 0
+        pos = end
+        if first & 0x06:  # QoS 1 or 2: a packet id follows the topic (3.3.2.2)
+            pid = rx[end] << 8 | rx[end + 1]
+            pos += 2
+        if rx[end - 4:end] == b"/cmd":
+            self.node.on_command(bytes(rx[pos:n]))
+        if first & 0x06 == 0x02 and self.sock is not None:
+            self._send(bytes((_PUBACK, 2, pid >> 8, pid & 0xFF)))
 
-    def close(self):
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except Exception:
-                pass
-        self._sock = None
-        self._poller = None
-
-    # --- internals -------------------------------------------------------------
-    def _keepalive(self):
-        # 3.1.2.10: the client must send something within keepalive; the broker
-        # drops us at 1.5 x keepalive. Ping at half the interval and give up when
-        # nothing at all has been received for one full interval after a ping.
-        if not self.keepalive_s:
-            return
-        now = time.ticks_ms()
-        ka_ms = self.keepalive_s * 1000
-        if self._ping_out and time.ticks_diff(now, self._last_rx_ms) > ka_ms:
-            raise OSError("keepalive timeout")
-        if time.ticks_diff(now, self._last_tx_ms) >= ka_ms // 2 and not self._ping_out:
-            self._write(bytes((_PINGREQ, 0)))
-            self._ping_out = True
-
-    def _dispatch(self, first, body):
-        kind = first & 0xF0
-        if kind == _PUBLISH:
-            qos = (first >> 1) & 3
-            tlen = (body[0] << 8) | body[1]
-            topic = str(bytes(body[2:2 + tlen]), "utf-8")
-            pos = 2 + tlen
-            pid = 0
-            if qos:
-                pid = (body[pos] << 8) | body[pos + 1]
-                pos += 2
-            if self.on_message:
-                self.on_message(topic, bytes(body[pos:]), bool(first & 1))
-            if qos == 1:
-                self._write(bytes((_PUBACK, 2, pid >> 8, pid & 0xFF)))
-        elif kind == _PUBACK:
-            if self.on_puback:
-                self.on_puback((body[0] << 8) | body[1])
-        elif kind == _PINGRESP:
-            self._ping_out = False
-        elif kind == _SUBACK:
-            # 3.9.3: return code 0x80 = failure.
-            for rc in body[2:]:
-                if rc == 0x80:
-                    raise MQTTError("subscription refused")
-        # other packet types are not expected by a QoS 0/1 client; ignore them
-
-    def _take_packet(self):
-        rx = self._rx
-        if len(rx) < 2:
-            return None
+    def _take(self):
+        """Length of the whole packet at the start of rx, or 0 while it is incomplete.
+        Raises OSError for a malformed or oversized one."""
+        rx = self.rx
         n = 0
         shift = 0
         i = 1
         while True:
             if i >= len(rx):
-                return None
+                return 0
             b = rx[i]
             n |= (b & 0x7F) << shift
             i += 1
@@ -273,36 +289,22 @@ class MQTTClient:
                 break
             shift += 7
             if shift > 21:
-                raise MQTTError("bad remaining length")
+                raise OSError("bad remaining length")
         if n > _MAX_PACKET:
-            raise MQTTError("packet too large")
-        if len(rx) < i + n:
-            return None
-        first = rx[0]
-        body = bytes(rx[i:i + n])
-        self._rx = rx[i + n:]
-        return first, body
+            raise OSError("packet too large")
+        return i + n if len(rx) >= i + n else 0
 
-    def _read_packet_blocking(self):
-        deadline = time.ticks_add(time.ticks_ms(), self.timeout_s * 1000)
-        while True:
-            pkt = self._take_packet()
-            if pkt is not None:
-                return pkt
-            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
-                raise OSError("timeout waiting for broker")
-            sock = self._sock
-            if sock is None:
-                raise OSError("not connected")
-            chunk = sock.recv(64)
-            if not chunk:
-                raise OSError("connection closed by broker")
-            self._rx.extend(chunk)
+    def _recv(self, size):
+        chunk = self.sock.recv(size)  # type: ignore[union-attr]  # only called while up
+        if not chunk:
+            raise OSError("connection closed by broker")
+        self.rx.extend(chunk)
+        self.last_rx = time.ticks_ms()
 
-    def _write(self, buf):
-        sock = self._sock
+    def _send(self, buf):
+        sock = self.sock
         if sock is None:
-            raise OSError("not connected")  # an OSError, so Link treats it as link loss
+            raise OSError("not connected")
         mv = memoryview(buf)
         sent = 0
         while sent < len(buf):
@@ -310,4 +312,13 @@ class MQTTClient:
             if n is None or n <= 0:
                 raise OSError("send failed")
             sent += n
-        self._last_tx_ms = time.ticks_ms()
+        self.last_tx = time.ticks_ms()
+
+    def _down(self, lost):
+        """The link was lost (lost=True) or a connect attempt failed: try again after
+        a jittered backoff, 1 s doubling to 120 s."""
+        if lost:
+            self.close()
+            self.node.on_link(False)
+        self.next_try = time.ticks_add(time.ticks_ms(), delay_ms(self.failures, 1000, 120000))
+        self.failures += 1

@@ -1,6 +1,6 @@
 """App factory: builds the FastAPI app for a Settings. Nothing is created at import
 time; the lifespan opens the database, runs migrations, starts the embedded broker
-(if configured) and the ingest, and stops them in reverse order."""
+(if configured), the ingest and the rollup job, and stops them in reverse order."""
 from __future__ import annotations
 
 import logging
@@ -12,11 +12,12 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from fleet_server import __version__
-from fleet_server.api.routes import devices, health, registry
+from fleet_server.api.routes import devices, health, metrics, registry
 from fleet_server.broker import EmbeddedBroker
 from fleet_server.db.engine import make_engine, migrate
 from fleet_server.ingest.mqtt_adapter import MqttIngest
 from fleet_server.ingest.stats import IngestStats
+from fleet_server.metrics.rollup import RollupJob
 from fleet_server.services import devices as device_svc
 from fleet_server.settings import EMBEDDED_SCHEME, Settings, parse_mqtt_url
 
@@ -39,18 +40,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stats = IngestStats()
         ingest = None
         if settings.ingest:
+            # amqtt (embedded) speaks MQTT 3.1.1 only, so no v5 and no shared subscription.
+            v5 = settings.ingest_mqtt_v5 and scheme != EMBEDDED_SCHEME
             ingest = MqttIngest(engine=engine, host=host, port=port,
                                 client_id=settings.ingest_client_id, stats=stats,
                                 batch_max=settings.batch_max,
-                                batch_max_age_ms=settings.batch_max_age_ms)
+                                batch_max_age_ms=settings.batch_max_age_ms,
+                                mqtt_v5=v5, shared=settings.ingest_shared and v5,
+                                session_expiry_s=settings.ingest_session_expiry_s,
+                                receive_maximum=settings.ingest_receive_maximum or None)
             ingest.start()
+        rollup = RollupJob(engine).start()
         app.state.engine = engine
         app.state.stats = stats
         app.state.ingest = ingest
         app.state.broker = broker
+        app.state.rollup = rollup
         try:
             yield
         finally:
+            rollup.stop()
             if ingest is not None:
                 ingest.stop()
             if broker is not None:
@@ -63,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(registry.router)
+    app.include_router(metrics.router)
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -53,6 +53,14 @@ def serve(mqtt: MqttOpt = None, db: DbOpt = None, bind: BindOpt = None,
 
 @app.command()
 def ingest(mqtt: MqttOpt = None, db: DbOpt = None,
+           client_id: Annotated[str | None, typer.Option(
+               "--client-id", help="MQTT client id, fixed per worker: the broker keeps its session "
+                                   "(default campusfleet-ingest)")] = None,
+           shared: Annotated[bool | None, typer.Option(
+               "--shared/--no-shared", help="share the load with other workers through "
+                                            "$share/campusfleet/campus/v1/+/# (MQTT v5)")] = None,
+           mqtt_v5: Annotated[bool | None, typer.Option(
+               "--mqtt-v5/--mqtt-v311", help="MQTT protocol version (default 5)")] = None,
            verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run an ingest worker alone (no HTTP), against an external broker."""
     from fleet_server.db.engine import make_engine, migrate
@@ -60,22 +68,32 @@ def ingest(mqtt: MqttOpt = None, db: DbOpt = None,
     from fleet_server.ingest.stats import IngestStats
     from fleet_server.settings import EMBEDDED_SCHEME, parse_mqtt_url
 
-    settings = _settings(mqtt=mqtt, db=db)
+    settings = _settings(mqtt=mqtt, db=db, ingest_client_id=client_id, ingest_shared=shared,
+                         ingest_mqtt_v5=mqtt_v5)
     scheme, host, port = parse_mqtt_url(settings.mqtt)
     if scheme == EMBEDDED_SCHEME:
         raise typer.BadParameter("an ingest worker needs an external broker: --mqtt mqtt://host:port")
+    if settings.ingest_shared and not settings.ingest_mqtt_v5:
+        raise typer.BadParameter("--shared needs MQTT v5 (drop --mqtt-v311)")
     _logging(verbose)
     engine = make_engine(settings.db)
     migrate(engine)
+    stats = IngestStats()
     worker = MqttIngest(engine=engine, host=host, port=port, client_id=settings.ingest_client_id,
-                        stats=IngestStats(), batch_max=settings.batch_max,
-                        batch_max_age_ms=settings.batch_max_age_ms)
+                        stats=stats, batch_max=settings.batch_max,
+                        batch_max_age_ms=settings.batch_max_age_ms,
+                        mqtt_v5=settings.ingest_mqtt_v5, shared=settings.ingest_shared,
+                        session_expiry_s=settings.ingest_session_expiry_s,
+                        receive_maximum=settings.ingest_receive_maximum or None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker.start()
     stop.wait()
     worker.stop()
+    engine.dispose()
+    # What this worker stored, for the operator (and for tests of shared subscriptions).
+    typer.echo(f"ingest {settings.ingest_client_id}: {stats.summary()}")
 
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -114,6 +132,32 @@ def demo(nodes: Annotated[int, typer.Option(min=1, max=200, help="virtual nodes 
     except (DemoError, FileNotFoundError) as e:
         typer.echo(f"campusfleet demo: {e}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def rollup(db: DbOpt = None,
+           rebuild: Annotated[bool, typer.Option("--rebuild", help="empty the rollups and count every stored "
+                                                 "window again (after school hours or assignment history "
+                                                 "were rewritten)")] = False) -> None:
+    """Roll up the windows stored since the last run (the server also does this every
+    few seconds); safe while the server and ingest run."""
+    from fleet_server.db.engine import make_engine, migrate
+    from fleet_server.metrics.rollup import ensure_queue_trigger, pending, rebuild_rollups, run_rollups
+
+    settings = _settings(db=db)
+    engine = make_engine(settings.db)
+    migrate(engine)
+    if rebuild:
+        result = rebuild_rollups(engine)
+    else:
+        with engine.begin() as conn:
+            ensure_queue_trigger(conn)
+        result = run_rollups(engine)
+    with engine.connect() as conn:
+        left = pending(conn)
+    engine.dispose()
+    typer.echo(f"rolled up {result.windows} windows in {result.batches} batch(es); "
+               f"{left['parked_windows']} parked without a room assignment")
 
 
 @app.command("import")

@@ -22,6 +22,39 @@ class Settings(BaseSettings):
     # Batch commit bounds: whichever is reached first closes the batch.
     batch_max: int = 500
     batch_max_age_ms: int = 50
+    # MQTT v5 for ingest against an external broker (Mosquitto); the embedded amqtt
+    # broker speaks only 3.1.1, so the app factory always uses 3.1.1 with it.
+    ingest_mqtt_v5: bool = True
+    # Subscribe through the shared subscription $share/campusfleet/campus/v1/+/#, so
+    # several ingest workers split the messages between them (needs MQTT v5).
+    ingest_shared: bool = False
+    # v5: how long the broker keeps ingest's session (subscription and queued QoS 1
+    # messages) after ingest disconnects or dies.
+    ingest_session_expiry_s: int = 7 * 86400
+    # v5: most unacked QoS 1 messages the broker may send ingest (Receive Maximum);
+    # 0 = three batches (3 x batch_max).
+    ingest_receive_maximum: int = 0
+
+    @field_validator("batch_max")
+    @classmethod
+    def _batch_max(cls, v: int) -> int:
+        if not 1 <= v <= 20000:
+            raise ValueError("batch_max must be 1..20000")
+        return v
+
+    @field_validator("ingest_receive_maximum")
+    @classmethod
+    def _receive_maximum(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError("ingest_receive_maximum must be 0..65535 (0 = automatic)")
+        return v
+
+    @field_validator("ingest_session_expiry_s")
+    @classmethod
+    def _session_expiry(cls, v: int) -> int:
+        if not 0 <= v <= 0xFFFFFFFF:
+            raise ValueError("ingest_session_expiry_s must be 0..4294967295")
+        return v
 
     @field_validator("mqtt")
     @classmethod

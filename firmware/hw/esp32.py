@@ -24,6 +24,25 @@ _RADAR_RXBUF = 1024      # engineering frames are ~450 B/s; poll() runs once a s
 _MIC_RATE_HZ = 16000
 
 
+def _reset_cause():
+    cause = machine.reset_cause()
+    # The port folds a software reset and a panic into HARD_RESET, and a brownout into
+    # PWRON_RESET; a mark written before machine.reset() tells ours apart.
+    if cause == machine.HARD_RESET:
+        try:
+            import os
+            os.remove(_REBOOT_MARK)
+            return "soft"
+        except OSError:
+            return "panic"
+    return {
+        machine.PWRON_RESET: "power",
+        machine.WDT_RESET: "wdt",
+        machine.DEEPSLEEP_RESET: "deepsleep",
+        machine.SOFT_RESET: "soft",
+    }.get(cause, "unknown")
+
+
 def load_board(name):
     try:
         with open("boards/%s.json" % name) as f:
@@ -33,8 +52,6 @@ def load_board(name):
 
 
 class Esp32Hardware:
-    name = "esp32"
-
     def __init__(self, cfg):
         self.board = cfg.get("board", "esp32-devkit")
         self.pins = load_board(self.board)
@@ -47,14 +64,12 @@ class Esp32Hardware:
         self._led_active_low = bool(self.pins.get("led_active_low"))
         self._sensors = None
         self._wdt = None
+        self.reset_cause = _reset_cause()
 
     # clock
     def now(self):
         t = time.time() + EPOCH_OFFSET_S
         return t if t >= _CLOCK_VALID_AFTER_S else None
-
-    def clock_source(self):
-        return "ntp" if self._ntp_ok else "none"
 
     def sync_clock(self, servers):
         if not self.wlan.isconnected():
@@ -83,34 +98,15 @@ class Esp32Hardware:
                 pass
         return False
 
-    def rssi(self):
+    def net_info(self):
+        """(rssi, ip, clock source) for status."""
         try:
-            return self.wlan.status("rssi")
+            rssi = self.wlan.status("rssi")
         except OSError:
-            return None
-
-    def ip(self):
-        return self.wlan.ifconfig()[0]
+            rssi = None
+        return rssi, self.wlan.ifconfig()[0], "ntp" if self._ntp_ok else "none"
 
     # board
-    def reset_cause(self):
-        cause = machine.reset_cause()
-        # The port folds a software reset and a panic into HARD_RESET, and a brownout
-        # into PWRON_RESET; a mark written before machine.reset() tells ours apart.
-        if cause == machine.HARD_RESET:
-            try:
-                import os
-                os.remove(_REBOOT_MARK)
-                return "soft"
-            except OSError:
-                return "panic"
-        return {
-            machine.PWRON_RESET: "power",
-            machine.WDT_RESET: "wdt",
-            machine.DEEPSLEEP_RESET: "deepsleep",
-            machine.SOFT_RESET: "soft",
-        }.get(cause, "unknown")
-
     def booted(self):
         self._wdt = machine.WDT(timeout=_WDT_TIMEOUT_MS)
 
@@ -158,15 +154,8 @@ class Esp32Hardware:
         if self._led is not None:
             self._led.value((0 if on else 1) if self._led_active_low else (1 if on else 0))
 
-    def heap_free(self):
-        import gc
-        return gc.mem_free()
-
     def journal(self, seq):
         pass  # test hook of the sim layer only
-
-    def sleep_ms(self, ms):
-        time.sleep_ms(ms)
 
     def sleep_until_next(self, next_tick_s):
         now = self.now()

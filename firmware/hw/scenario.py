@@ -1,12 +1,11 @@
-"""Room scenarios for virtual nodes: who is in the room, second by second.
+"""Room scenarios for virtual nodes: the timetable that says who is in the room.
 
 A school day of timetable periods (Asia/Shanghai); each period is used or not and by
 how many people, drawn from the scenario's seed per (day, period), so the same seed
 always plays the same week and tests can compare the pipeline with this truth."""
-from civil import local_day_and_second, weekday
-from hw.prng import XorShift32, mix
+from micropython import const
 
-SHANGHAI_OFFSET_S = 8 * 3600
+SHANGHAI_OFFSET_S = const(8 * 3600)
 
 # Typical Zhejiang primary/junior timetable: 40-minute periods, long break after the
 # second period (morning exercise), lunch 12:10-13:30. (start, end) seconds of the day.
@@ -35,41 +34,59 @@ KINDS = {
 }
 
 
-class Scenario:
-    def __init__(self, kind="classroom", seed=1, offset_s=SHANGHAI_OFFSET_S):
-        if kind not in KINDS:
-            raise ValueError("unknown scenario %r (one of %s)" % (kind, ", ".join(sorted(KINDS))))
-        self.kind = kind
-        self.seed = seed
-        self.offset_s = offset_s
-        self._day = None
-        self._plan = []  # type: list[tuple[int, int, int]]
+class XorShift32:
+    """xorshift32 (Marsaglia 2003, shifts 13/17/5): a tiny deterministic generator, so a
+    scenario with a given seed plays out identically on every interpreter (MicroPython's
+    `random` is port-specific)."""
 
-    def plan_for_day(self, day):
-        """[(start_s, end_s, people)] in seconds of the local day, sorted."""
-        if weekday(day) >= 5:
-            return []
-        p_use, lo, hi, p_after = KINDS[self.kind]
-        plan = []
-        for i, (start, end) in enumerate(PERIODS):
-            rng = XorShift32(mix(self.seed, day, i))
-            if rng.random() < p_use:
-                # People drift in around the bell and leave within a few minutes after.
-                arrive = start + rng.randint(-180, 120)
-                leave = end + rng.randint(0, 150)
-                plan.append((arrive, leave, rng.randint(lo, hi)))
-        rng = XorShift32(mix(self.seed, day, 99))
-        if rng.random() < p_after:
-            start = 16 * 3600 + 50 * 60 + rng.randint(0, 600)
-            plan.append((start, start + rng.randint(15, 40) * 60, rng.randint(3, 12)))
-        return plan
+    def __init__(self, seed):
+        self.state = (seed * 2654435761 + 0x9E3779B9) & 0xFFFFFFFF or 1
 
-    def people(self, t):
-        day, sec = local_day_and_second(t, self.offset_s)
-        if day != self._day:
-            self._day = day
-            self._plan = self.plan_for_day(day)
-        for start, end, n in self._plan:
-            if start <= sec < end:
-                return n
-        return 0
+    def next(self):
+        x = self.state
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.state = x
+        return x
+
+    def random(self):
+        """Uniform float in [0, 1)."""
+        return (self.next() >> 8) / 16777216.0
+
+    def randint(self, lo, hi):
+        return lo + self.next() % (hi - lo + 1)
+
+
+def mix(*values):
+    """Hash a few integers into one seed (FNV-1a over their 32-bit words)."""
+    h = 2166136261
+    for v in values:
+        v &= 0xFFFFFFFF
+        for _ in range(4):
+            h ^= v & 0xFF
+            h = (h * 16777619) & 0xFFFFFFFF
+            v >>= 8
+    return h
+
+
+def plan_for_day(kind, seed, day):
+    """[(start_s, end_s, people)] in seconds of local day `day` (days since 1970-01-01,
+    a Thursday), sorted; empty at weekends."""
+    if (day + 3) % 7 >= 5:
+        return []
+    p_use, lo, hi, p_after = KINDS[kind]
+    plan = []
+    for i in range(len(PERIODS)):
+        start, end = PERIODS[i]
+        rng = XorShift32(mix(seed, day, i))
+        if rng.random() < p_use:
+            # People drift in around the bell and leave within a few minutes after.
+            arrive = start + rng.randint(-180, 120)
+            leave = end + rng.randint(0, 150)
+            plan.append((arrive, leave, rng.randint(lo, hi)))
+    rng = XorShift32(mix(seed, day, 99))
+    if rng.random() < p_after:
+        start = 16 * 3600 + 50 * 60 + rng.randint(0, 600)
+        plan.append((start, start + rng.randint(15, 40) * 60, rng.randint(3, 12)))
+    return plan

@@ -8,7 +8,7 @@ from micropython import const
 
 from crc8 import crc8, put_word
 
-_ENODEV = const(19)  # the ESP32 port raises OSError(ENODEV) on any NACK
+_ENODEV = const(19)                   # the ESP32 port raises OSError(ENODEV) on any NACK
 # Float slack when comparing sim timestamps against a command's execution time: a
 # driver that sleeps exactly the datasheet time must not be NACKed by rounding.
 _SLACK_S = const(5e-5)
@@ -98,12 +98,13 @@ class _SimPart:
 
 
 # --- SCD41 (SCD4x datasheet v1.3, Table 9; section numbers in comments) -----------------
-_SCD_START = const(0x21B1)            # 3.5.1
-_SCD_READ = const(0xEC05)             # 3.5.2
-_SCD_STOP = const(0x3F86)             # 3.5.3, 500 ms
-_SCD_SET_ASC = const(0x2416)          # 3.7.2
-_SCD_DATA_READY = const(0xE4B8)       # 3.8.2
-_SCD_SERIAL = const(0x3682)           # 3.9.2
+# Commands the drivers also send carry the drivers' names.
+_START_PERIODIC = const(0x21B1)       # 3.5.1
+_READ_MEASUREMENT = const(0xEC05)     # 3.5.2
+_STOP_PERIODIC = const(0x3F86)        # 3.5.3, 500 ms
+_SET_ASC_ENABLED = const(0x2416)      # 3.7.2
+_GET_DATA_READY = const(0xE4B8)       # 3.8.2
+_GET_SERIAL = const(0x3682)           # 3.9.2
 # Not emulated, only ACKed with their execution time:
 _SCD_PERSIST = const(0x3615)          # 3.9.1, 800 ms
 _SCD_REINIT = const(0x3646)           # 3.9.5, 20 ms
@@ -150,7 +151,7 @@ class SimSCD41(_SimPart):
             if n == 5 and cmd == set_cmd:
                 # "write" sequence (3.3): argument word + its CRC, mandatory (3.2).
                 arg = (data[2] << 8) | data[3]
-                if crc8(data, 2, 4) != data[4] or cmd == _SCD_SET_ASC and arg > 1:
+                if crc8(data, 2, 4) != data[4] or cmd == _SET_ASC_ENABLED and arg > 1:
                     raise OSError(_ENODEV)
                 setattr(self, name, arg)
                 return 1
@@ -159,22 +160,22 @@ class SimSCD41(_SimPart):
                 return 1
         if n == 5:
             raise OSError(_ENODEV)
-        if cmd == _SCD_READ:
+        if cmd == _READ_MEASUREMENT:
             if self.data is not None:  # an empty buffer NACKs the read header (3.5.2)
                 self.send(*self.data)
                 self.data = None       # the buffer is emptied on read-out
-        elif cmd == _SCD_DATA_READY:
+        elif cmd == _GET_DATA_READY:
             # 3.8.2 defines only the low 11 bits (0 = not ready); the sim sets bit 15 too,
             # so a driver that forgets the mask reads wrong.
             self.send(0x8000 if self.data is None else 0x8006)
-        elif cmd == _SCD_SERIAL:
+        elif cmd == _GET_SERIAL:
             s = self.serial
             self.send(s >> 32, s >> 16, s)
-        elif cmd == _SCD_START:
+        elif cmd == _START_PERIODIC:
             self.measuring = True
             self._next = now + 5
             return 0
-        elif cmd == _SCD_STOP:
+        elif cmd == _STOP_PERIODIC:
             self.measuring = False
             return 500
         elif cmd == _SCD_PERSIST:
@@ -189,11 +190,11 @@ class SimSCD41(_SimPart):
 # --- SHT4x (SHT4x datasheet v6: command overview, timing, conversion) ------------------
 # Measure T & RH, tMEAS max: high 8.3 ms, medium 4.5 ms, low repeatability 1.6 ms
 # (DOMAIN.md has 1.7; not re-confirmed).
-_SHT_HIGH = const(0xFD)
+_MEASURE_HIGH = const(0xFD)
 _SHT_MEDIUM = const(0xF6)
 _SHT_LOW = const(0xE0)
-_SHT_SERIAL = const(0x89)
-_SHT_SOFT_RESET = const(0x94)      # 1 ms
+_READ_SERIAL = const(0x89)
+_SHT_SOFT_RESET = const(0x94)         # 1 ms
 
 
 class SimSHT4x(_SimPart):
@@ -208,12 +209,12 @@ class SimSHT4x(_SimPart):
         op = data[0]
         if len(data) != 1:
             raise OSError(_ENODEV)
-        if op == _SHT_HIGH or op == _SHT_MEDIUM or op == _SHT_LOW:
+        if op == _MEASURE_HIGH or op == _SHT_MEDIUM or op == _SHT_LOW:
             room = self.room
             # Inverse of "Conversion of Signal Output".
             self.send(_u16((room.temp_c + 45) * 65535 / 175), _u16((room.rh_pct + 6) * 65535 / 125))
-            return 8.3 if op == _SHT_HIGH else (4.5 if op == _SHT_MEDIUM else 1.6)
-        if op == _SHT_SERIAL:
+            return 8.3 if op == _MEASURE_HIGH else (4.5 if op == _SHT_MEDIUM else 1.6)
+        if op == _READ_SERIAL:
             self.send(self.serial >> 16, self.serial)
             return 0
         if op == _SHT_SOFT_RESET:
@@ -223,9 +224,9 @@ class SimSHT4x(_SimPart):
 
 # --- BH1750 (BH1750FVI Technical Note Rev.B: instruction set, timing) -------------------
 _BH_POWER_DOWN = const(0x00)
-_BH_POWER_ON = const(0x01)
-_BH_RESET = const(0x07)           # clears the data register; only when powered on
-_BH_CONT_H = const(0x10)          # continuously H-resolution mode: 120 ms typ, 1 lx
+_POWER_ON = const(0x01)
+_BH_RESET = const(0x07)               # clears the data register; only when powered on
+_CONT_H_RES = const(0x10)             # continuously H-resolution mode: 120 ms typ, 1 lx
 
 
 class SimBH1750(_SimPart):
@@ -245,13 +246,13 @@ class SimBH1750(_SimPart):
         op = data[0]
         if len(data) != 1:
             raise OSError(_ENODEV)
-        if op == _BH_POWER_DOWN or op == _BH_POWER_ON:
-            self.powered = op == _BH_POWER_ON
+        if op == _BH_POWER_DOWN or op == _POWER_ON:
+            self.powered = op == _POWER_ON
             self.measuring = False  # either way, a mode command must follow
         elif op == _BH_RESET:
             if self.powered:
                 self.data = 0
-        elif op == _BH_CONT_H:
+        elif op == _CONT_H_RES:
             self.powered = self.measuring = True
             self._start_s = now
         else:

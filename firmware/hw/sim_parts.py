@@ -12,7 +12,7 @@ import time
 
 from micropython import const
 
-from hw.prng import XorShift32
+from hw.scenario import XorShift32
 
 # --- HLK-LD2410 ---------------------------------------------------------------------
 # Hi-Link LD2410C serial protocol V1.00: 5.1 report frame, 3.3 ACK frame, 4.x commands.

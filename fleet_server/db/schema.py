@@ -81,3 +81,4 @@ commands = Table(
 )
 
 from fleet_server.db import registry_schema  # noqa: F401
+from fleet_server.db import metrics_schema  # noqa: F401

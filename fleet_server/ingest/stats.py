@@ -26,9 +26,21 @@ class IngestStats:
         with self._lock:
             self.messages[(result, reason)] += n
 
-    def add_batch(self) -> None:
+    def add_batch(self, counts: Counter[tuple[str, str]] | None = None) -> None:
+        """One committed batch and what it held, under one lock."""
         with self._lock:
             self.batches += 1
+            if counts:
+                self.messages.update(counts)
+
+    def summary(self) -> str:
+        """One line: `accepted=.. duplicate=.. rejected=.. batches=..` (the worker logs it at exit)."""
+        snap = self.snapshot()
+        totals = Counter()
+        for (result, _), n in snap.items():
+            totals[result] += n
+        return (f"accepted={totals['accepted']} duplicate={totals['duplicate']} "
+                f"rejected={totals['rejected']} batches={self.batches} commit_errors={self.commit_errors}")
 
     def snapshot(self) -> dict[tuple[str, str], int]:
         with self._lock:

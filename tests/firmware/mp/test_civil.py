@@ -1,6 +1,7 @@
-"""civil.py: ISO 8601 parsing with offsets and the day arithmetic the scenarios use.
-Expected values come from CPython's datetime (an independent implementation)."""
-from civil import days_from_civil, local_day_and_second, parse_iso8601, weekday
+"""The sim layer's calendar arithmetic (firmware/hw/sim.py): ISO 8601 parsing with offsets
+for sim.start, and days_from_civil. Expected values come from CPython's datetime (an
+independent implementation)."""
+from hw.sim import days_from_civil, parse_iso8601
 
 
 def _rejects(text):
@@ -60,18 +61,3 @@ def test_days_from_civil_known_dates():
     assert days_from_civil(2000, 3, 1) == 11017
     assert days_from_civil(2026, 11, 23) == 20780
     assert days_from_civil(1600, 1, 1) == -135140  # previous 400-year era
-
-
-def test_weekday_monday_is_zero():
-    assert weekday(0) == 3            # 1970-01-01 was a Thursday
-    assert weekday(20780) == 0        # 2026-11-23 is a Monday
-    assert weekday(20785) == 5        # Saturday
-    assert weekday(20786) == 6        # Sunday
-    assert weekday(-135140) == 5      # 1600-01-01 was a Saturday
-
-
-def test_local_day_and_second_in_shanghai():
-    # 2026-11-23T07:30:00+08:00: local day 20780, 27000 s into it; in UTC still the 22nd.
-    t = parse_iso8601("2026-11-23T07:30:00+08:00")
-    assert local_day_and_second(t, 8 * 3600) == (20780, 27000)
-    assert local_day_and_second(t, 0) == (20779, 23 * 3600 + 30 * 60)

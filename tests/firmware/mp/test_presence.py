@@ -108,11 +108,14 @@ def test_update_returns_true_exactly_on_state_changes():
     assert n == 4, n
 
 
-def test_set_hold_changes_hold_times():
+def test_changed_hold_times_take_effect():
+    # A `config` command sets the hold times on the running fusion (node.py).
     p = PresenceFusion(hold_s=300, radar_hold_s=60)
-    p.set_hold(hold_s=20)
-    assert (p.hold_s, p.radar_hold_s) == (20, 60)
-    p.set_hold(radar_hold_s=7)
-    assert (p.hold_s, p.radar_hold_s) == (20, 7)
+    p.hold_s = 20
+    p.radar_hold_s = 7
     p.update(T0, 1, None)
     assert _feed(p, T0 + 1, T0 + 100, 0, None) == [T0 + 20]
+    p = PresenceFusion(hold_s=300, radar_hold_s=60)
+    p.radar_hold_s = 7
+    p.update(T0, 1, True)
+    assert _feed(p, T0 + 1, T0 + 100, 0, False) == [T0 + 7]

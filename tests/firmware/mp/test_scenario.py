@@ -1,9 +1,25 @@
-"""Scenario (firmware/hw/scenario.py): the ground truth of virtual nodes. It must be
-reproducible from its seed, empty at weekends and for 'idle', and people(t) must agree
-with the day plan (non-overlapping periods) that the pipeline is compared against."""
-from civil import days_from_civil, parse_iso8601
-from hw.prng import XorShift32
-from hw.scenario import KINDS, SHANGHAI_OFFSET_S, Scenario
+"""The scenario (firmware/hw/scenario.py, played by hw/room.py): the ground truth of
+virtual nodes. It must be reproducible from its seed, empty at weekends and for 'idle',
+and the room's occupants(t) must agree with the day plan (non-overlapping periods) that
+the pipeline is compared against."""
+from hw.room import Room
+from hw.scenario import KINDS, SHANGHAI_OFFSET_S, XorShift32, plan_for_day
+from hw.sim import days_from_civil, parse_iso8601
+
+
+class Scenario:
+    """A kind and seed: plan_for_day() from hw/scenario.py, people() from a Room."""
+
+    def __init__(self, kind="classroom", seed=1):
+        self.room = Room(kind, seed)
+        self.kind = kind
+        self.seed = seed
+
+    def plan_for_day(self, day):
+        return plan_for_day(self.kind, self.seed, day)
+
+    def people(self, t):
+        return self.room.occupants(t)
 
 MONDAY = days_from_civil(2026, 11, 23)   # local (Shanghai) day number, a Monday
 SATURDAY = MONDAY + 5
@@ -116,3 +132,16 @@ def test_unknown_kind_is_refused():
     except ValueError:
         return
     raise AssertionError("unknown scenario kind accepted")
+
+
+def test_local_day_is_shanghai_and_weekdays_count_from_a_thursday_epoch():
+    # 1970-01-01 (day 0) was a Thursday: days 2 and 3 (Sat, Sun) are empty, 4 (Mon) is not.
+    assert plan_for_day("classroom", 3, 2) == [] and plan_for_day("classroom", 3, 3) == []
+    assert plan_for_day("classroom", 3, 4)
+    assert days_from_civil(2026, 11, 23) == MONDAY
+    # The room's day turns at local (Shanghai) midnight, 16:00 UTC the day before.
+    room = Room("classroom", 11)
+    room.occupants(parse_iso8601("2026-11-23T00:00:00+08:00"))
+    assert room.day == MONDAY
+    room.occupants(parse_iso8601("2026-11-22T23:59:59+08:00"))
+    assert room.day == MONDAY - 1

@@ -3,6 +3,19 @@ occupancy counts, PIR/radar null vs 0, env means, LAeq noise, window length chan
 from window import WindowAggregator
 
 T0 = 1764300000  # a multiple of 60 and of 300
+ENV = ("co2_ppm", "temp_c", "rh_pct", "lux", "noise_dba")
+
+
+def _doc(r):
+    """A report tuple (the field order of PROTOCOL.md) as the window report's JSON shape."""
+    return {"ts": r[0], "win": r[1],
+            "occ": {"occupied_s": r[2], "present": r[3], "pir": r[4], "radar_s": r[5]},
+            "env": dict(zip(ENV, r[6:]))}
+
+
+def _env(**values):
+    """An env sample as Sensors.sample_env() gives it: a list in ENV order, None = no reading."""
+    return [values.get(k) for k in ENV]
 
 
 def _run(w, t_from, t_to, occupied=False, pir=None, radar=None):
@@ -11,7 +24,7 @@ def _run(w, t_from, t_to, occupied=False, pir=None, radar=None):
     for t in range(t_from, t_to):
         r = w.add_second(t, occupied, pir, radar)
         if r is not None:
-            out.append(r)
+            out.append(_doc(r))
     return out
 
 
@@ -19,7 +32,8 @@ def _close(w, t):
     """Feed the first second of the next window; returns the report it emits."""
     r = w.add_second(t, False, None, None)
     assert r is not None, "no report at %d" % t
-    return r
+    assert len(r) == 11, r
+    return _doc(r)
 
 
 def test_report_ts_is_aligned_window_start_even_when_started_mid_window():
@@ -84,9 +98,9 @@ def test_radar_seconds_counted_and_null_without_radar():
 def test_env_means_co2_integer_temp_rh_one_decimal():
     w = WindowAggregator(60)
     w.add_second(T0, False, None, None)
-    w.add_env({"co2_ppm": 800, "temp_c": 22.0, "rh_pct": 48.0, "lux": 400, "noise_dba": None})
-    w.add_env({"co2_ppm": 805, "temp_c": 22.1, "rh_pct": 48.15, "lux": 421, "noise_dba": None})
-    w.add_env({"co2_ppm": 812, "temp_c": 22.3, "rh_pct": None, "lux": None, "noise_dba": None})
+    w.add_env(_env(co2_ppm=800, temp_c=22.0, rh_pct=48.0, lux=400, noise_dba=None))
+    w.add_env(_env(co2_ppm=805, temp_c=22.1, rh_pct=48.15, lux=421, noise_dba=None))
+    w.add_env(_env(co2_ppm=812, temp_c=22.3, rh_pct=None, lux=None, noise_dba=None))
     env = _close(w, T0 + 60)["env"]
     # co2 (800+805+812)/3 = 805.67 -> 806, an int; temp 22.133 -> 22.1;
     # rh (48.0+48.15)/2 = 48.075 -> 48.1 (None readings are not averaged as zero).
@@ -101,15 +115,15 @@ def test_noise_is_energy_mean_laeq_not_mean_of_db():
     # 10*log10((10^4 + 10^6) / 2) = 57.03 dB; the arithmetic mean would say 50.
     w = WindowAggregator(60)
     w.add_second(T0, False, None, None)
-    w.add_env({"noise_dba": 40.0})
-    w.add_env({"noise_dba": 60.0})
+    w.add_env(_env(noise_dba=40.0))
+    w.add_env(_env(noise_dba=60.0))
     assert _close(w, T0 + 60)["env"]["noise_dba"] == 57.0
 
 
 def test_env_is_null_without_samples_and_does_not_leak_into_next_window():
     w = WindowAggregator(60)
     w.add_second(T0, False, None, None)
-    w.add_env({"co2_ppm": 900, "temp_c": 21.0, "rh_pct": 40.0, "lux": 300, "noise_dba": 45.0})
+    w.add_env(_env(co2_ppm=900, temp_c=21.0, rh_pct=40.0, lux=300, noise_dba=45.0))
     first = _close(w, T0 + 60)
     assert first["env"]["co2_ppm"] == 900
     second = _close(w, T0 + 120)

@@ -1,14 +1,16 @@
-"""SeqStore (firmware/seqstore.py): seq strictly increasing across reboots (a reboot is a
-new SeqStore on the same file), flash written once per block, resume from the ceiling.
+"""seq of the flash outbox (firmware/outbox.py): strictly increasing across reboots (a
+reboot is a new Outbox on the same files), seq file written once per block, resume from
+the reserved ceiling, never below what is on flash.
 
 Files are created in the current directory (the pytest driver runs us in a temp dir)
 under a unique name and removed afterwards."""
 import os
 import time
 
-from seqstore import SEQ_MAX, SeqStore
+from outbox import SEQ_MAX, Outbox
 
 _counter = [0]
+ROOT = "ob_seqtest"
 
 
 def _path():
@@ -27,6 +29,31 @@ def _cleanup(path):
             os.remove(p)
         except OSError:
             pass
+    try:
+        for name in os.listdir(ROOT):
+            os.remove(ROOT + "/" + name)
+        os.rmdir(ROOT)
+    except OSError:
+        pass
+
+
+class SeqStore:
+    """A boot of the outbox, seen only through its seq: take() appends an event."""
+
+    def __init__(self, path, block=256):
+        self.outbox = Outbox(ROOT, seq_path=path, block=block)
+
+    def take(self):
+        return self.outbox.append_event(1764300000, True)
+
+    def peek(self):
+        return self.outbox.seq
+
+
+def _lose_records():
+    # Without the records on flash only the seq file says where seq stands.
+    for name in os.listdir(ROOT):
+        os.remove(ROOT + "/" + name)
 
 
 def test_fresh_store_counts_from_zero_strictly_increasing():
@@ -59,10 +86,12 @@ def test_reboot_resumes_from_the_reserved_ceiling_skipping_never_repeating():
         s = SeqStore(path, block=4)
         assert [s.take() for _ in range(3)] == [0, 1, 2]
         # Power cut here: 3 was never used. The next boot starts at the ceiling 4.
+        _lose_records()
         s2 = SeqStore(path, block=4)
         assert s2.take() == 4
         assert _read(path) == "8"
         # A boot that takes nothing still burns a block: never hands out 5..7 again.
+        _lose_records()
         SeqStore(path, block=4)
         assert SeqStore(path, block=4).take() == 12
     finally:
@@ -111,5 +140,20 @@ def test_exhausted_seq_raises_instead_of_wrapping():
             pass
         else:
             raise AssertionError("take() returned %d past SEQ_MAX" % n)
+    finally:
+        _cleanup(path)
+
+
+def test_lost_seq_file_resumes_above_the_highest_seq_on_flash():
+    # A lost or corrupted seq file must not make the server drop new data as duplicates.
+    path = _path()
+    try:
+        s = SeqStore(path, block=4)
+        assert [s.take() for _ in range(6)] == list(range(6))
+        os.remove(path)
+        assert SeqStore(path, block=4).take() == 6
+        with open(path, "w") as f:
+            f.write("garbage")
+        assert SeqStore(path, block=4).take() == 7
     finally:
         _cleanup(path)

@@ -1,0 +1,120 @@
+"""Rollup tables: per room-hour, room-day and school-day sums that the usage,
+environment and coverage figures are read from, and the queue that feeds them.
+
+Every window lands in `rollup_queue` in the transaction that stores it (a trigger on
+`windows`, so ingest code is unchanged); the rollup job takes rows off the queue and
+adds them to the sums in one transaction, so each window is counted exactly once
+(docs/metrics.md "How rollups stay exact"). Dates and hours are school-local."""
+from sqlalchemy import (
+    BigInteger, Boolean, Column, Date, Float, Index, Integer, PrimaryKeyConstraint, SmallInteger,
+    String, Table, Text,
+)
+
+from fleet_server.db.schema import metadata
+
+# Sums: added to on every window (seconds are float: a window crossing an hour or the
+# school-day edge is split in proportion). `co2_max` is a running maximum.
+ADDITIVE = (
+    "observed_s", "occupied_s", "in_school_observed_s", "in_school_occupied_s",
+    "co2_sum", "co2_n_s", "co2_over_1000_s", "co2_over_1500_s",
+    "temp_occ_s", "temp_in_band_s", "rh_occ_s", "rh_in_band_s",
+    "lux_sum", "lux_occ_s", "lux_low_s",
+    "noise_energy_sum", "noise_n_s", "noise_over_45_s",
+)
+# Minute bitmaps of an hour (bit m = minute m): OR-ed together, so minute-level rules
+# (no-shows, unscheduled use) need no raw windows.
+MASKS = ("observed_mask", "present_mask", "occupied_mask")
+
+
+def _measures(*, masks: bool) -> list[Column]:
+    cols = [Column("windows", Integer, nullable=False, default=0)]
+    cols += [Column(name, Float, nullable=False, default=0.0) for name in ADDITIVE]
+    cols.append(Column("co2_max", SmallInteger))
+    if masks:
+        cols += [Column(name, BigInteger, nullable=False, default=0) for name in MASKS]
+    return cols
+
+
+room_hour = Table(
+    "room_hour", metadata,
+    Column("room_id", Integer, nullable=False),
+    Column("date", Date, nullable=False),            # school-local date
+    Column("hour", SmallInteger, nullable=False),    # school-local hour 0-23
+    Column("school_id", Integer, nullable=False),
+    *_measures(masks=True),
+    PrimaryKeyConstraint("room_id", "date", "hour", name="pk_room_hour"),
+    Index("ix_room_hour_school_date", "school_id", "date"),
+)
+
+room_day = Table(
+    "room_day", metadata,
+    Column("room_id", Integer, nullable=False),
+    Column("date", Date, nullable=False),
+    Column("school_id", Integer, nullable=False),
+    *_measures(masks=False),
+    PrimaryKeyConstraint("room_id", "date", name="pk_room_day"),
+    Index("ix_room_day_school_date", "school_id", "date"),
+)
+
+school_day = Table(
+    "school_day", metadata,
+    Column("school_id", Integer, nullable=False),
+    Column("date", Date, nullable=False),
+    *_measures(masks=False),
+    PrimaryKeyConstraint("school_id", "date", name="pk_school_day"),
+)
+
+# Windows stored but not yet rolled up, with the columns the rollup needs, so taking
+# a batch off the queue is one DELETE .. RETURNING and the job never reads `windows`.
+# `parked`: no room assignment covered the window's ts when the job saw it; it is
+# retried when the assignment history changes.
+QUEUED_COLUMNS = ("device_id", "seq", "ts", "win", "occupied_s", "co2_ppm", "temp_c", "rh_pct", "lux",
+                  "noise_dba")
+rollup_queue = Table(
+    "rollup_queue", metadata,
+    Column("device_id", String(15), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("win", SmallInteger, nullable=False),
+    Column("occupied_s", SmallInteger, nullable=False),
+    Column("co2_ppm", SmallInteger),
+    Column("temp_c", Float),
+    Column("rh_pct", Float),
+    Column("lux", Float),
+    Column("noise_dba", Float),
+    Column("parked", Boolean, nullable=False, default=False),
+    PrimaryKeyConstraint("device_id", "seq", name="pk_rollup_queue"),
+)
+
+rollup_state = Table(
+    "rollup_state", metadata,
+    Column("key", String(32), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# The trigger that feeds the queue. PostgreSQL: one statement-level trigger over the
+# transition table (a batch insert costs one extra INSERT .. SELECT, not one per row);
+# its rows are only those actually inserted, so ON CONFLICT DO NOTHING redeliveries
+# never reach the queue. SQLite: a row trigger (same rule for its upsert).
+QUEUE_TRIGGER = "trg_windows_rollup_queue"
+QUEUE_FUNCTION = "campusfleet_queue_windows"
+_COLS = ", ".join(QUEUED_COLUMNS)
+TRIGGER_DDL = {
+    "sqlite": [
+        f"CREATE TRIGGER IF NOT EXISTS {QUEUE_TRIGGER} AFTER INSERT ON windows "
+        f"BEGIN INSERT OR IGNORE INTO rollup_queue ({_COLS}, parked) "
+        f"VALUES ({', '.join('NEW.' + c for c in QUEUED_COLUMNS)}, 0); END",
+    ],
+    "postgresql": [
+        f"CREATE OR REPLACE FUNCTION {QUEUE_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN INSERT INTO rollup_queue ({_COLS}, parked) "
+        f"SELECT {_COLS}, false FROM new_windows ON CONFLICT DO NOTHING; RETURN NULL; END $$",
+        f"CREATE OR REPLACE TRIGGER {QUEUE_TRIGGER} AFTER INSERT ON windows "
+        f"REFERENCING NEW TABLE AS new_windows FOR EACH STATEMENT EXECUTE FUNCTION {QUEUE_FUNCTION}()",
+    ],
+}
+DROP_TRIGGER_DDL = {
+    "sqlite": [f"DROP TRIGGER IF EXISTS {QUEUE_TRIGGER}"],
+    "postgresql": [f"DROP TRIGGER IF EXISTS {QUEUE_TRIGGER} ON windows",
+                   f"DROP FUNCTION IF EXISTS {QUEUE_FUNCTION}()"],
+}

@@ -1,0 +1,204 @@
+"""Smart-campus coverage (DOMAIN.md "Smart-campus coverage"): per school per school day,
+the instrumented share and the live share of its teaching spaces; covered days, covered
+weeks, coverage per region and child region against the 95% goal, why each uncovered
+school is not covered, and live new-style teaching spaces against the 1000 goal."""
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from fleet_server.db.metrics_schema import room_day
+from fleet_server.db.registry_schema import device_assignments, regions, rooms, schools
+from fleet_server.metrics import definitions as d
+from fleet_server.metrics.schooltime import SchoolHours, load_hours, school_days
+
+_IN_CHUNK = 500
+REASONS = ("not_enough_rooms_instrumented", "nodes_offline", "data_gaps")
+
+
+@dataclass
+class SchoolCoverage:
+    id: int
+    code: str
+    name: str
+    county_code: int
+    teaching_spaces: int = 0
+    school_days: int = 0
+    covered_days: int = 0
+    covered: bool = False
+    reasons: Counter = field(default_factory=Counter)
+    shares: list[tuple[float, float]] = field(default_factory=list)   # (instrumented, live) per school day
+    live_new_style: int = 0
+
+    def reason(self) -> str | None:
+        if self.covered or not self.reasons:
+            return None
+        top = max(self.reasons.values())
+        return next(r for r in REASONS if self.reasons[r] == top)
+
+
+def _chunks(values: list, size: int = _IN_CHUNK):
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+def _region_tree(conn: Connection, region_code: int) -> tuple[dict, list[dict], dict[int, int | None]]:
+    """(the region, its child regions, county code -> the child it falls under)."""
+    all_regions = {r.code: dict(r._mapping) for r in conn.execute(select(regions))}
+    region = all_regions[region_code]
+    children = sorted((r for r in all_regions.values() if r["parent_code"] == region_code), key=lambda r: r["code"])
+    county_child: dict[int, int | None] = {}
+    for r in all_regions.values():
+        if r["level"] != "county":
+            continue
+        chain, code = [], r["code"]
+        while code is not None:
+            chain.append(code)
+            code = all_regions[code]["parent_code"] if code in all_regions else None
+        if region_code in chain:
+            i = chain.index(region_code)
+            county_child[r["code"]] = chain[i - 1] if i > 0 else None
+    return region, children, county_child
+
+
+def _schools_in(conn: Connection, county_child: dict[int, int | None]) -> list[Any]:
+    out: list[Any] = []
+    for part in _chunks(sorted(county_child)):
+        out += conn.execute(select(schools.c.id, schools.c.code, schools.c.name, schools.c.county_code)
+                            .where(schools.c.county_code.in_(part)).order_by(schools.c.code)).all()
+    return out
+
+
+def _days_short(s: SchoolCoverage, policy: d.CoveragePolicy) -> int:
+    return max(0, min(policy.week_min_days, s.school_days) - s.covered_days)
+
+
+def _evaluate(conn: Connection, school_rows: list[Any], first: date, last: date, policy: d.CoveragePolicy,
+              week: bool) -> list[SchoolCoverage]:
+    ids = [s.id for s in school_rows]
+    hours: dict[int, SchoolHours] = load_hours(conn, ids)
+    teaching_days = school_days(conn, hours, first, last)
+    spaces: dict[int, list[tuple[int, bool]]] = defaultdict(list)   # school -> [(room, new_style)]
+    a, r = device_assignments.c, rooms.c
+    assigned: dict[int, list[tuple[int, int | None]]] = defaultdict(list)
+    observed: dict[tuple[int, date], float] = {}
+    for part in _chunks(ids):
+        for row in conn.execute(select(r.id, r.school_id, r.new_style)
+                                .where(r.school_id.in_(part), r.teaching_space.is_(True))):
+            spaces[row.school_id].append((row.id, row.new_style))
+        for row in conn.execute(select(a.room_id, a.from_ts, a.to_ts).join(rooms, r.id == a.room_id)
+                                .where(r.school_id.in_(part), r.teaching_space.is_(True))):
+            assigned[row.room_id].append((row.from_ts, row.to_ts))
+        for row in conn.execute(select(room_day.c.room_id, room_day.c.date, room_day.c.in_school_observed_s)
+                                .where(room_day.c.school_id.in_(part), room_day.c.date.between(first, last))):
+            observed[(row.room_id, row.date)] = row.in_school_observed_s
+    out = []
+    for s in school_rows:
+        sc = SchoolCoverage(s.id, s.code, s.name, s.county_code, teaching_spaces=len(spaces[s.id]))
+        days = teaching_days.get(s.id, [])
+        sc.school_days = len(days)
+        new_style_live: Counter = Counter()
+        for day in days:
+            t0, t1 = hours[s.id].bounds(day)
+            need_s = policy.delivered_min * (t1 - t0)    # expected windows x window length
+            instrumented = [(room, ns) for room, ns in spaces[s.id]
+                            if any(f < t1 and (to is None or to > t0) for f, to in assigned.get(room, ()))]
+            live = [(room, ns) for room, ns in instrumented if observed.get((room, day), 0.0) >= need_s]
+            for room, ns in live:
+                if ns:
+                    new_style_live[room] += 1
+            inst_share = len(instrumented) / len(spaces[s.id]) if spaces[s.id] else 0.0
+            live_share = len(live) / len(instrumented) if instrumented else 0.0
+            sc.shares.append((inst_share, live_share))
+            if inst_share >= policy.instrumented_share_min and live_share >= policy.live_share_min:
+                sc.covered_days += 1
+            elif inst_share < policy.instrumented_share_min:
+                sc.reasons["not_enough_rooms_instrumented"] += 1
+            else:
+                failing = [room for room, _ in instrumented if observed.get((room, day), 0.0) < need_s]
+                offline = sum(1 for room in failing if observed.get((room, day), 0.0) == 0)
+                sc.reasons["nodes_offline" if 2 * offline >= len(failing) else "data_gaps"] += 1
+        required = min(policy.week_min_days, len(days)) if week else len(days)
+        sc.covered = bool(days) and sc.covered_days >= required
+        live_days_needed = required if week else 1
+        sc.live_new_style = sum(1 for n in new_style_live.values() if n >= max(1, live_days_needed))
+        out.append(sc)
+    return out
+
+
+def _summary(items: list[SchoolCoverage], policy: d.CoveragePolicy) -> dict[str, Any]:
+    counted = [s for s in items if s.school_days]
+    covered = sum(1 for s in counted if s.covered)
+    total = len(counted)
+    need = math.ceil(policy.goal * total - 1e-9)
+    return {"schools": total, "covered": covered, "coverage": round(covered / total, 4) if total else None,
+            "meets_goal": total > 0 and covered >= need, "gap_schools": max(0, need - covered),
+            "schools_without_school_days": len(items) - total}
+
+
+def _closeness(s: SchoolCoverage, policy: d.CoveragePolicy) -> float:
+    inst = sum(x[0] for x in s.shares) / len(s.shares)
+    live = sum(x[1] for x in s.shares) / len(s.shares)
+    return max(0.0, policy.instrumented_share_min - inst) + max(0.0, policy.live_share_min - live)
+
+
+def _school_item(s: SchoolCoverage, child: int | None, policy: d.CoveragePolicy) -> dict[str, Any]:
+    n = len(s.shares)
+    return {"school_id": s.id, "code": s.code, "name": s.name, "county_code": s.county_code, "child_code": child,
+            "teaching_spaces": s.teaching_spaces, "school_days": s.school_days, "covered_days": s.covered_days,
+            "covered": s.covered, "reason": s.reason(),
+            "reason_days": {k: v for k, v in s.reasons.items() if v},
+            "instrumented_share": round(sum(x[0] for x in s.shares) / n, 4) if n else None,
+            "live_share": round(sum(x[1] for x in s.shares) / n, 4) if n else None,
+            "shortfall": round(_closeness(s, policy), 4) if n else None}
+
+
+def coverage(conn: Connection, region_code: int, first: date, last: date, *, week: bool,
+             policy: d.CoveragePolicy | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any] | None:
+    """Coverage of the region over one school day (first == last) or one ISO week."""
+    policy = policy or d.CoveragePolicy()
+    if conn.execute(select(regions.c.code).where(regions.c.code == region_code)).first() is None:
+        return None
+    region, children, county_child = _region_tree(conn, region_code)
+    items = _evaluate(conn, _schools_in(conn, county_child), first, last, policy, week)
+    by_child: dict[int, list[SchoolCoverage]] = defaultdict(list)
+    for s in items:
+        child = county_child.get(s.county_code)
+        if child is not None:
+            by_child[child].append(s)
+    uncovered = sorted((s for s in items if s.school_days and not s.covered),
+                       key=lambda s: (_days_short(s, policy) if week else 0, _closeness(s, policy), s.code))
+    live_new_style = sum(s.live_new_style for s in items)
+    return {
+        "region": {k: region[k] for k in ("code", "level", "name_zh", "name_en")},
+        "period": ({"week": f"{first.isocalendar()[0]}-W{first.isocalendar()[1]:02d}"} if week
+                   else {"date": first.isoformat()}) | {"from": first.isoformat(), "to": last.isoformat()},
+        "policy": policy.as_dict(),
+        **_summary(items, policy),
+        "uncovered_by_reason": {r: sum(1 for s in uncovered if s.reason() == r) for r in REASONS},
+        "children": [{k: c[k] for k in ("code", "level", "name_zh", "name_en")} | _summary(by_child[c["code"]], policy)
+                     for c in children],
+        "new_style": {"live": live_new_style, "goal": policy.new_style_goal,
+                      "gap": max(0, policy.new_style_goal - live_new_style)},
+        "uncovered": {"total": len(uncovered), "limit": limit, "offset": offset,
+                      "items": [_school_item(s, county_child.get(s.county_code), policy)
+                                for s in uncovered[offset:offset + limit]]},
+        "definitions": d.COVERAGE,
+    }
+
+
+def coverage_rows(conn: Connection, region_code: int, first: date, last: date, *, week: bool,
+                  policy: d.CoveragePolicy | None = None) -> list[dict] | None:
+    """One row per school of the region, for the CSV export."""
+    policy = policy or d.CoveragePolicy()
+    if conn.execute(select(regions.c.code).where(regions.c.code == region_code)).first() is None:
+        return None
+    _, _, county_child = _region_tree(conn, region_code)
+    items = _evaluate(conn, _schools_in(conn, county_child), first, last, policy, week)
+    rows = [_school_item(s, county_child.get(s.county_code), policy) for s in items]
+    return [{k: v for k, v in row.items() if k != "reason_days"} for row in rows]

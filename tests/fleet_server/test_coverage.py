@@ -1,0 +1,152 @@
+"""Smart-campus coverage (DOMAIN.md) on a real server, SQLite and PostgreSQL: a synthetic
+province slice of eight schools in three counties of two cities, each built to be
+covered or not for a known reason (no nodes, nodes offline, data gaps, too few rooms
+instrumented, a school holiday) -> coverage per county, city and province, the gap to
+the 95% goal, each uncovered school's reason and live new-style spaces equal what the
+policy gives by hand, for a school day and for an ISO week."""
+import csv
+import io
+from datetime import date, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from fleet_server.db.schema import windows
+from fleet_server.metrics.rollup import pending, run_rollups
+from fleet_server.virtual_nodes import SHANGHAI
+from tests.utils.services import wait_until
+
+MONDAY = date(2026, 3, 2)         # ISO week 2026-W10
+WIN_S = 300                        # expected windows per school day: 36000 s / 300 = 120
+DAY_WINDOWS = 36000 // WIN_S
+# school: (county, teaching rooms, new-style room codes, rooms with a node,
+#          windows each node delivers per weekday Mon..Fri)
+FULL, HALF, NONE = DAY_WINDOWS, DAY_WINDOWS // 2, 0
+SCHOOLS = {
+    "A": (330106, 5, {"R5"}, 5, [FULL] * 5),                      # covered
+    "B": (330106, 5, set(), 0, [NONE] * 5),                       # no nodes
+    "C": (330106, 5, set(), 5, None),                             # 1 node delivers, 4 offline
+    "D": (330106, 5, set(), 5, [HALF] * 5),                       # every node half: data gaps
+    "E": (330106, 5, {"R5"}, 4, [FULL] * 5),                      # 4/5 instrumented: just covered
+    "F": (330122, 2, set(), 2, [FULL] * 3 + [NONE] * 2),          # offline Thursday and Friday
+    "G": (330122, 5, set(), 3, [FULL] * 5),                       # 3/5 instrumented
+    "H": (330206, 2, {"R2"}, 2, [FULL] * 4 + [NONE]),             # school holiday on Friday
+}
+
+
+def at(day: date, hh: int, mm: int) -> int:
+    return int(datetime(day.year, day.month, day.day, hh, mm, tzinfo=SHANGHAI).timestamp())
+
+
+def post_csv(server, kind: str, text: str) -> None:
+    r = server.http.post(f"/api/v1/import/{kind}", content=text.encode(), headers={"content-type": "text/csv"})
+    assert r.status_code == 200, r.text
+
+
+@pytest.fixture
+def province(server):
+    post_csv(server, "schools", "code,name,county_code,stage\n" + "".join(
+        f"{code},覆盖测试{code}校,{county},primary\n" for code, (county, *_rest) in SCHOOLS.items()))
+    rooms_csv = "school_code,room_code,name,type,teaching_space\n"
+    for code, (_c, n_rooms, new_style, *_rest) in SCHOOLS.items():
+        rooms_csv += "".join(f"{code},R{i},教室{i},{'new_style' if f'R{i}' in new_style else 'classroom'},\n"
+                             for i in range(1, n_rooms + 1))
+    rooms_csv += "E,LIB,图书馆,library,0\n"          # not a teaching space: outside the share
+    post_csv(server, "rooms", rooms_csv)
+    post_csv(server, "calendar", f"date,kind,school_code,label\n{MONDAY + timedelta(days=4)},holiday,H,校庆\n")
+    school_ids = {s["code"]: s["id"] for s in server.get("/api/v1/schools", params={"limit": 100})["items"]}
+    rows, n = [], 0
+    for code, (_c, _n, _ns, with_node, per_day) in SCHOOLS.items():
+        room_ids = {r["code"]: r["id"] for r in server.get(f"/api/v1/schools/{school_ids[code]}/rooms")}
+        for i in range(1, with_node + 1):
+            n += 1
+            dev = f"cf-0000c0{n:06x}"
+            r = server.http.put(f"/api/v1/devices/{dev}/room",
+                                json={"room_id": room_ids[f"R{i}"], "from_ts": at(MONDAY, 0, 0)})
+            assert r.status_code == 200
+            counts = per_day if per_day is not None else [FULL if i == 1 else NONE] * 5
+            for d, count in enumerate(counts):
+                start = at(MONDAY + timedelta(days=d), 7, 30)
+                rows += [{"device_id": dev, "seq": d * 1000 + k, "ts": start + k * WIN_S, "win": WIN_S,
+                          "occupied_s": 100, "present": True, "co2_ppm": 800, "received_s": 0.0}
+                         for k in range(count)]
+    engine = server.app.state.engine
+    with engine.begin() as conn:
+        conn.execute(insert(windows), rows)
+    run_rollups(engine)
+
+    def drained():
+        with engine.connect() as conn:
+            return pending(conn)["pending_windows"] == 0
+    wait_until(drained, 30, 0.05, "the rollup queue drained")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(windows)).scalar_one() == len(rows)
+    return school_ids
+
+
+def figures(report: dict) -> tuple:
+    return report["schools"], report["covered"], report["coverage"], report["gap_schools"]
+
+
+def test_coverage_of_a_school_day_per_county_city_and_province(server, province):
+    day = MONDAY.isoformat()
+    p = server.get("/api/v1/coverage", params={"region": 330000, "date": day})
+    assert p["policy"] == {"instrumented_share_min": 0.8, "live_share_min": 0.9, "delivered_min": 0.9,
+                           "week_min_days": 4, "goal": 0.95, "new_style_goal": 1000}
+    # Covered: A, E, F, H of 8. 95% of 8 needs 8.
+    assert figures(p) == (8, 4, 0.5, 4) and p["meets_goal"] is False
+    cities = {c["code"]: c for c in p["children"]}
+    assert figures(cities[330100]) == (7, 3, round(3 / 7, 4), 4)
+    assert figures(cities[330200]) == (1, 1, 1.0, 0) and cities[330200]["meets_goal"] is True
+    assert cities[330300]["schools"] == 0 and cities[330300]["coverage"] is None
+    hz = server.get("/api/v1/coverage", params={"region": 330100, "date": day})
+    counties = {c["code"]: c for c in hz["children"]}
+    assert figures(counties[330106]) == (5, 2, 0.4, 3)
+    assert figures(counties[330122]) == (2, 1, 0.5, 1)
+    # Uncovered, closest to qualifying first (shortfall below the 0.8 / 0.9 lines).
+    items = p["uncovered"]["items"]
+    assert [(s["code"], s["reason"]) for s in items] == [
+        ("G", "not_enough_rooms_instrumented"), ("C", "nodes_offline"), ("D", "data_gaps"),
+        ("B", "not_enough_rooms_instrumented")]
+    by_code = {s["code"]: s for s in items}
+    assert (by_code["G"]["instrumented_share"], by_code["G"]["live_share"]) == (0.6, 1.0)
+    assert (by_code["C"]["instrumented_share"], by_code["C"]["live_share"]) == (1.0, 0.2)
+    assert (by_code["D"]["live_share"], by_code["B"]["instrumented_share"]) == (0.0, 0.0)
+    assert by_code["C"]["child_code"] == 330100
+    assert p["uncovered_by_reason"] == {"not_enough_rooms_instrumented": 2, "nodes_offline": 1, "data_gaps": 1}
+    # A's and H's new-style rooms are live; E's is not instrumented.
+    assert p["new_style"] == {"live": 2, "goal": 1000, "gap": 998}
+    assert "95%" in p["definitions"]["gap_schools"]
+    page = server.get("/api/v1/coverage", params={"region": 330000, "date": day, "limit": 2, "offset": 1})
+    assert page["uncovered"]["total"] == 4 and [s["code"] for s in page["uncovered"]["items"]] == ["C", "D"]
+
+
+def test_the_policy_can_be_set_per_request_and_is_echoed(server, province):
+    p = server.get("/api/v1/coverage", params={"region": 330122, "date": MONDAY.isoformat(),
+                                               "instrumented_share_min": 0.6})
+    assert p["policy"]["instrumented_share_min"] == 0.6
+    assert figures(p) == (2, 2, 1.0, 0)            # G's 3/5 now qualifies
+
+
+def test_a_week_needs_four_covered_school_days(server, province):
+    p = server.get("/api/v1/coverage", params={"region": 330000, "week": "2026-W10"})
+    assert p["period"] == {"week": "2026-W10", "from": "2026-03-02", "to": "2026-03-08"}
+    # A and E every day; H on all 4 of its school days (Friday is its holiday); F only 3.
+    assert figures(p) == (8, 3, 0.375, 5)
+    cities = {c["code"]: c for c in p["children"]}
+    assert figures(cities[330100]) == (7, 2, round(2 / 7, 4), 5)
+    assert figures(cities[330200]) == (1, 1, 1.0, 0)
+    first = p["uncovered"]["items"][0]
+    assert (first["code"], first["school_days"], first["covered_days"], first["reason"]) == ("F", 5, 3, "nodes_offline")
+    assert first["reason_days"] == {"nodes_offline": 2}
+    assert p["new_style"]["live"] == 2
+    friday = server.get("/api/v1/coverage", params={"region": 330200, "date": "2026-03-06"})
+    assert friday["schools"] == 0 and friday["schools_without_school_days"] == 1
+
+
+def test_coverage_csv_has_a_row_per_school(server, province):
+    r = server.http.get("/api/v1/coverage", params={"region": 330000, "date": MONDAY.isoformat(), "format": "csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = {row["code"]: row for row in csv.DictReader(io.StringIO(r.content.decode("utf-8-sig")))}
+    assert sorted(rows) == list("ABCDEFGH")
+    assert rows["A"]["covered"] == "True" and rows["B"]["reason"] == "not_enough_rooms_instrumented"
