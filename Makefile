@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite starts for real (TESTING.md).
-APT_PACKAGES := mosquitto postgresql
+APT_PACKAGES := mosquitto postgresql victoria-metrics
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 

@@ -217,7 +217,7 @@ class Link:
         rx = self.rx
         try:
             while self.poller is not None and self.poller.poll(0):
-                self._recv(512)
+                self._recv(128)
                 if len(rx) > _MAX_PACKET + 5:
                     break
             while True:

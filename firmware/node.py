@@ -64,12 +64,14 @@ class Node:
         self.cmds = commands.load()
         self.ran = None               # the op the last command carried out
         self.link = Link(cfg, hw, self)
+        # Ticks: the start (uptime); while the clock is unset, the next NTP try and the
+        # last second counted.
         self.started_ms = self.ntp_ms = self.tick_ms = time.ticks_ms()
         self.next_s = None            # the next second of the node clock to account
-        self.status_s = None          # when status is due next
-        self.ntp_s = None             # when to resync the clock
+        self.status_at = None         # when status is due next (node clock)
+        self.ntp_at = None            # when to resync the clock
         self.status_due = False
-        self.identify_s = 0           # blink the LED until then
+        self.identify_until = 0       # blink the LED until then
         self.delivered = 0
         self.heap_peak = 0
         self.unset_s = 0              # seconds counted before the clock was set
@@ -78,7 +80,8 @@ class Node:
 
     def _save_boot(self, clean):
         with open(_BOOT_PATH + ".tmp", "w") as f:
-            json.dump({"boot": self.boot, "crashes": self.crashes, "healthy": self.healthy, "clean": clean}, f)
+            json.dump({"boot": self.boot, "crashes": self.crashes, "healthy": self.healthy,
+                       "clean": clean}, f)
         os.rename(_BOOT_PATH + ".tmp", _BOOT_PATH)
 
     # --- main loop -----------------------------------------------------------------
@@ -115,8 +118,8 @@ class Node:
         else:
             if self.next_s is None:
                 self.next_s = int(now)
-                self.status_s = self.next_s + self.cfg["status_s"]
-                self.ntp_s = self.next_s + _NTP_RESYNC_S
+                self.status_at = self.next_s + self.cfg["status_s"]
+                self.ntp_at = self.next_s + _NTP_RESYNC_S
             done = 0
             while self.next_s <= now:
                 self._second(self.next_s)
@@ -124,8 +127,8 @@ class Node:
                 done += 1
                 if done % 64 == 0:
                     self.link.service()  # a long catch-up must not starve keepalive
-            if now >= self.ntp_s and self.link.up():
-                self.ntp_s = int(now) + _NTP_RESYNC_S
+            if now >= self.ntp_at and self.link.up():
+                self.ntp_at = int(now) + _NTP_RESYNC_S
                 hw.sync_clock(self.cfg["ntp"])
         link = self.link
         link.service()
@@ -179,14 +182,14 @@ class Node:
                 if states != self.sensor_states:
                     self.sensor_states = states
                     self.status_due = True
-        if t >= self.status_s:
-            self.status_s = t + self.cfg["status_s"]
+        if t >= self.status_at:
+            self.status_at = t + self.cfg["status_s"]
             self.status_due = True
-        if self.identify_s:
-            if t < self.identify_s:
+        if self.identify_until:
+            if t < self.identify_until:
                 self.hw.led(t % 2 == 0)
             else:
-                self.identify_s = 0
+                self.identify_until = 0
                 self.hw.led(False)
 
     # --- called by the link --------------------------------------------------------------
@@ -231,7 +234,7 @@ class Node:
             s = args.get("s", 30)
             if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= 600:
                 return "bad_args"
-            self.identify_s = int(self.hw.now() or 0) + s
+            self.identify_until = int(self.hw.now() or 0) + s
         elif op == "sync":
             self.status_due = True
         elif op == "config":
@@ -244,7 +247,7 @@ class Node:
             self.presence.hold_s = p["hold_s"]
             self.presence.radar_hold_s = p["radar_hold_s"]
             if self.next_s is not None:
-                self.status_s = min(self.status_s, self.next_s + cfg["status_s"])
+                self.status_at = min(self.status_at, self.next_s + cfg["status_s"])
             self.status_due = True
         self.ran = op
         return None

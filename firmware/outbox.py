@@ -106,6 +106,8 @@ class Outbox:
                     left = end
                     while left:
                         k = src.readinto(mv[:min(left, _WINDOW_LEN)])
+                        if not k:
+                            break
                         dst.write(mv[:k])
                         left -= k
                 os.rename(path + ".tmp", path)
@@ -222,7 +224,8 @@ class Outbox:
                 self.dropped += unsent
                 self.pending -= unsent
                 fl = self.inflight
-                self.inflight = [fl[i + j] for i in range(0, len(fl), 3) if fl[i + 1] != first for j in range(3)]
+                self.inflight = [fl[i + j] for i in range(0, len(fl), 3) if fl[i + 1] != first
+                                 for j in range(3)]
                 self._remove(first)
                 self.first = first + 1
                 self.rd = 0

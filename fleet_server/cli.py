@@ -61,15 +61,19 @@ def ingest(mqtt: MqttOpt = None, db: DbOpt = None,
                                             "$share/campusfleet/campus/v1/+/# (MQTT v5)")] = None,
            mqtt_v5: Annotated[bool | None, typer.Option(
                "--mqtt-v5/--mqtt-v311", help="MQTT protocol version (default 5)")] = None,
+           writer_process: Annotated[bool | None, typer.Option(
+               "--writer-process/--writer-thread",
+               help="decode and store in a process of their own, on another core (default)")] = None,
            verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run an ingest worker alone (no HTTP), against an external broker."""
     from fleet_server.db.engine import make_engine, migrate
     from fleet_server.ingest.mqtt_adapter import MqttIngest
     from fleet_server.ingest.stats import IngestStats
+    from fleet_server.ingest.tsdb import TimeSeriesSink
     from fleet_server.settings import EMBEDDED_SCHEME, parse_mqtt_url
 
     settings = _settings(mqtt=mqtt, db=db, ingest_client_id=client_id, ingest_shared=shared,
-                         ingest_mqtt_v5=mqtt_v5)
+                         ingest_mqtt_v5=mqtt_v5, ingest_writer_process=writer_process)
     scheme, host, port = parse_mqtt_url(settings.mqtt)
     if scheme == EMBEDDED_SCHEME:
         raise typer.BadParameter("an ingest worker needs an external broker: --mqtt mqtt://host:port")
@@ -84,16 +88,26 @@ def ingest(mqtt: MqttOpt = None, db: DbOpt = None,
                         batch_max_age_ms=settings.batch_max_age_ms,
                         mqtt_v5=settings.ingest_mqtt_v5, shared=settings.ingest_shared,
                         session_expiry_s=settings.ingest_session_expiry_s,
-                        receive_maximum=settings.ingest_receive_maximum or None)
+                        receive_maximum=settings.ingest_receive_maximum or None,
+                        writer_process=settings.ingest_writer_process,
+                        # The time-series sink runs where the commits are: in the writer
+                        # process (built there from the settings), or here.
+                        tsdb=None if settings.ingest_writer_process else TimeSeriesSink.from_settings(settings),
+                        tsdb_settings=settings if settings.ingest_writer_process else None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker.start()
-    stop.wait()
+    while not stop.wait(0.5) and not worker.failed.is_set():
+        pass
     worker.stop()
+    if worker.tsdb is not None:
+        worker.tsdb.close(5.0)
     engine.dispose()
     # What this worker stored, for the operator (and for tests of shared subscriptions).
     typer.echo(f"ingest {settings.ingest_client_id}: {stats.summary()}")
+    if worker.failed.is_set():
+        raise typer.Exit(1)
 
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -108,6 +122,25 @@ def db_upgrade(db: DbOpt = None, revision: str = "head") -> None:
     settings = _settings(db=db)
     migrate(make_engine(settings.db), revision)
     typer.echo(f"database at {revision}")
+
+
+@db_app.command("prune")
+def db_prune(db: DbOpt = None,
+             days: Annotated[int | None, typer.Option("--days", min=1, help="keep this many days of raw "
+                                                      "windows (default CAMPUSFLEET_RETENTION_DAYS, 400)")] = None
+             ) -> None:
+    """Delete raw windows, events and status history older than the retention, in small
+    transactions; rollups are kept. Safe while the server and ingest run."""
+    from fleet_server.db.engine import make_engine, migrate
+    from fleet_server.metrics.retention import prune
+
+    settings = _settings(db=db, retention_days=days)
+    engine = make_engine(settings.db)
+    migrate(engine)
+    result = prune(engine, days=settings.retention_days)
+    engine.dispose()
+    typer.echo(f"pruned data older than {settings.retention_days} days: {result.windows} windows, "
+               f"{result.events} events, {result.status_history} statuses; rollups kept")
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """Server settings: environment variables prefixed CAMPUSFLEET_ and CLI flags.
 
 Nothing reads them at import time; the app factory and the CLI build a Settings."""
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_SCHEME = "embedded"
@@ -34,6 +34,21 @@ class Settings(BaseSettings):
     # v5: most unacked QoS 1 messages the broker may send ingest (Receive Maximum);
     # 0 = three batches (3 x batch_max).
     ingest_receive_maximum: int = 0
+    # `campusfleet ingest`: decode and store in a process of their own, on another core
+    # than the MQTT client (`serve` always writes from a thread of its own process).
+    ingest_writer_process: bool = True
+    # Raw windows, events and status history are deleted after this many days (daily,
+    # fleet_server/metrics/retention.py); rollups are kept forever.
+    retention_days: int = Field(400, ge=1)
+    # Optional time-series sink (docs/tsdb.md): newly stored windows are also written as
+    # line protocol to an InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics).
+    # '' = off. The token is read from a file so it stays out of env dumps and `ps`.
+    tsdb_url: str = ""
+    tsdb_token_file: str = ""
+    tsdb_org: str = ""
+    tsdb_bucket: str = "campusfleet"
+    # Windows held while the TSDB is slow or down; beyond it the oldest are dropped.
+    tsdb_queue_max: int = 100_000
 
     @field_validator("batch_max")
     @classmethod
@@ -54,6 +69,13 @@ class Settings(BaseSettings):
     def _session_expiry(cls, v: int) -> int:
         if not 0 <= v <= 0xFFFFFFFF:
             raise ValueError("ingest_session_expiry_s must be 0..4294967295")
+        return v
+
+    @field_validator("tsdb_queue_max")
+    @classmethod
+    def _tsdb_queue_max(cls, v: int) -> int:
+        if not 1 <= v <= 10_000_000:
+            raise ValueError("tsdb_queue_max must be 1..10000000")
         return v
 
     @field_validator("mqtt")

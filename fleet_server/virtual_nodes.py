@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE_DIR = REPO_ROOT / "firmware"
-DEFAULT_HEAP = "128K"  # virtual nodes run .mpy; budget in docs/performance.md
+DEFAULT_HEAP = "112K"  # virtual nodes run .mpy; budget in docs/performance.md
 # Scenario mix of a demo school: mostly classrooms, a few special rooms, one unused.
 SCENARIO_MIX = ("classroom", "classroom", "lab", "classroom", "library", "classroom",
                 "computer_room", "classroom", "new_style", "classroom", "music", "idle")

@@ -97,9 +97,10 @@ def parse_iso8601(text):
             raise ValueError
     except (ValueError, IndexError):
         raise bad
-    if not (1 <= mo <= 12 and 1 <= d <= (31 if mo == 12 else days_from_civil(y, mo + 1, 1) - days_from_civil(y, mo, 1))
-            and hh <= 23 and mi <= 59 and ss <= 60):
+    if not 1 <= mo <= 12 or hh > 23 or mi > 59 or ss > 60:
         raise bad
+    if not 1 <= d <= (31 if mo == 12 else days_from_civil(y, mo + 1, 1) - days_from_civil(y, mo, 1)):
+        raise bad  # no such day in that month
     return days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss - off
 
 
@@ -131,7 +132,8 @@ class SimHardware:
         self.parts = None  # the sensor manager, built once
         self.reset_cause = "power"  # a new process is a power-on
         # Link faults: [[offset_s from sim start, duration_s], ...] of sim time.
-        self.link_down = [(start_s + a, start_s + a + d) for a, d in sim.get("faults", {}).get("link_down", [])]
+        self.link_down = [(start_s + a, start_s + a + d)
+                          for a, d in sim.get("faults", {}).get("link_down", [])]
 
     def now(self):
         real = time.time()

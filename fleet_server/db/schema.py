@@ -80,5 +80,27 @@ commands = Table(
     PrimaryKeyConstraint("device_id", "cmd_id", name="pk_commands"),
 )
 
+# Every status a node sent (PROTOCOL.md "Status"), for health over time: heap, RSSI,
+# reboots and reset causes (DOMAIN.md "Device health"). `devices` keeps only the latest.
+# A status is ~1 row per device per status_s (default 300 s), ~100 bytes: cheap beside
+# `windows`. Pruned with the raw windows (fleet_server/metrics/retention.py).
+status_history = Table(
+    "status_history", metadata,
+    Column("device_id", String(15), nullable=False),
+    Column("received_s", Float, nullable=False),     # server clock: the time axis of the series
+    Column("online", Boolean, nullable=False),       # false = the will / a graceful stop
+    Column("status_ts", BigInteger),                 # the node's ts; NULL on the will
+    Column("fw", String(32)),
+    Column("boot", Integer),
+    Column("reset_cause", String(16)),
+    Column("uptime_s", BigInteger),
+    Column("heap_free", Integer),
+    Column("rssi", SmallInteger),
+    Column("outbox", Integer),
+    Column("sensors", Text),                         # JSON object name -> ok|missing|failed
+    PrimaryKeyConstraint("device_id", "received_s", name="pk_status_history"),
+)
+
 from fleet_server.db import registry_schema  # noqa: F401
 from fleet_server.db import metrics_schema  # noqa: F401
+from fleet_server.db import alerts_schema  # noqa: F401

@@ -11,34 +11,42 @@ is the broker's own setting (Mosquitto: `max_inflight_messages`, default 20, whi
 too few for batching: set it to at least twice BATCH_MAX).
 
 Several ingest processes share the load through the MQTT v5 shared subscription
-`$share/campusfleet/campus/v1/+/#`: the broker hands each message to one of them."""
+`$share/campusfleet/campus/v1/+/#`: the broker hands each message to one of them.
+
+Decoding and storing happen in a writer thread (`serve`), or with `writer_process=True`
+(the `campusfleet ingest` worker) in a writer process of their own, so that they run on
+another core than paho: this process then only receives, hands batches down a pipe,
+and acks each batch when the writer process reports it committed."""
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
 import struct
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
-from fleet_server.ingest.fastpath import decode
 from fleet_server.ingest.stats import IngestStats
-from fleet_server.ingest.store import Received, store_batch
-from fleet_server.protocol import Ignored, Rejected
+from fleet_server.ingest.tsdb import TimeSeriesSink
+from fleet_server.ingest.writer import BatchWriter, Item, writer_process_main
+from fleet_server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 NODE_TOPICS = "campus/v1/+/#"
 SHARE_GROUP = "campusfleet"
 SHARED_NODE_TOPICS = f"$share/{SHARE_GROUP}/{NODE_TOPICS}"
-REJECT_LOG_INTERVAL_S = 60.0
-COMMIT_RETRY_MAX_S = 10.0
+# Batches handed to the writer process and not yet reported committed: one being
+# written, one waiting, so the writer never idles while the next batch travels.
+PROCESS_PIPELINE_DEPTH = 2
 RECEIVE_MAXIMUM_LIMIT = 65535   # a two-byte field in CONNECT
 # How long the broker keeps a v5 session (subscription + queued messages) after the
 # worker disconnects or dies: long enough for any restart, upgrade or outage.
@@ -47,10 +55,22 @@ DEFAULT_SESSION_EXPIRY_S = 7 * 86400
 
 _PUBACK = 0x40
 _puback = struct.Struct("!BBH").pack
-# The two I/O shortcuts below use three methods paho has had since 1.x; if a paho
-# release drops one of them, ingest falls back to paho's own per-packet reads and acks.
-_FAST_IO = all(callable(getattr(mqtt.Client, name, None))
-               for name in ("_sock_recv", "_sock_close", "_packet_queue"))
+# The shortcuts below use internals of paho 2.x (methods it has had since 1.x and the
+# slots of MQTTMessage); with another major version, or if one is missing, ingest uses
+# paho's own per-packet reads, PUBLISH decoding and acks.
+_FAST_IO = (
+    paho.mqtt.__version__.split(".")[0] == "2"
+    and all(callable(getattr(mqtt.Client, name, None))
+            for name in ("_sock_recv", "_sock_close", "_packet_queue", "_handle_publish", "_handle_on_message"))
+    and set(getattr(mqtt.MQTTMessage, "__slots__", ())) == {
+        "_topic", "dup", "info", "mid", "payload", "properties", "qos", "retain", "state", "timestamp"}
+    and callable(getattr(mqtt, "time_func", None))
+)
+# What paho gives a v5 PUBLISH that carries no properties: an empty Properties. One,
+# shared by every such message (ingest never reads or changes it).
+_NO_PROPERTIES = Properties(PacketTypes.PUBLISH)
+_MS_INVALID = getattr(mqtt, "mqtt_ms_invalid", 0)
+_new_message = mqtt.MQTTMessage.__new__
 
 
 class _IngestClient(mqtt.Client):
@@ -61,7 +81,12 @@ class _IngestClient(mqtt.Client):
       paho's reader, which then takes every complete packet in it in one go.
     - acks: `ack_many()` queues the PUBACKs of a whole batch as one write, where
       paho's `ack()` costs a wake-up of its thread and one send() per 4-byte packet.
-    Packets, state and callbacks are paho's own; only the syscalls are fewer."""
+    - PUBLISH: the message every node sends (MQTT 5, QoS 1, no properties, taken with
+      manual ack) is decoded here into paho's MQTTMessage, without building a new
+      Properties (paho spends about half of its time per message on that) or the
+      MQTTMessageInfo that only outgoing messages use. Every other PUBLISH goes through
+      paho's own `_handle_publish`.
+    Packets, state and callbacks are paho's own; only the work per packet is less."""
 
     _READ_SIZE = 65536
 
@@ -92,6 +117,29 @@ class _IngestClient(mqtt.Client):
             rc = super().loop_read(max_packets)
         return rc
 
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        header = self._in_packet["command"]
+        packet = self._in_packet["packet"]
+        # Fixed header: QoS 1 is bits 1-2 == 01. Variable header: topic length (2),
+        # topic, packet id (2), properties length (a variable byte integer; 0 = none).
+        if self._protocol == mqtt.MQTTv5 and (header & 0x06) == 0x02 and self._manual_ack and len(packet) >= 2:
+            end = 2 + ((packet[0] << 8) | packet[1])
+            if end > 2 and end + 3 <= len(packet) and packet[end + 2] == 0:
+                msg = _new_message(mqtt.MQTTMessage)
+                msg.timestamp = mqtt.time_func()
+                msg.state = _MS_INVALID
+                msg.dup = bool(header & 0x08)
+                msg.mid = (packet[end] << 8) | packet[end + 1]
+                msg._topic = bytes(packet[2:end])
+                msg.payload = bytes(packet[end + 3:])
+                msg.qos = 1
+                msg.retain = bool(header & 0x01)
+                msg.info = None
+                msg.properties = _NO_PROPERTIES
+                self._handle_on_message(msg)
+                return mqtt.MQTT_ERR_SUCCESS
+        return super()._handle_publish()
+
     def ack_many(self, mids: list[int]) -> None:
         """PUBACK each QoS 1 message id, in one write."""
         if mids:
@@ -113,7 +161,9 @@ class MqttIngest:
                  stats: IngestStats, batch_max: int = 500, batch_max_age_ms: int = 50,
                  mqtt_v5: bool = True, shared: bool = False,
                  session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
-                 receive_maximum: int | None = None, topic: str | None = None) -> None:
+                 receive_maximum: int | None = None, topic: str | None = None,
+                 writer_process: bool = False, tsdb: TimeSeriesSink | None = None,
+                 tsdb_settings: Settings | None = None) -> None:
         if shared and not mqtt_v5:
             raise ValueError("a shared subscription needs MQTT v5")
         self.engine = engine
@@ -133,9 +183,22 @@ class MqttIngest:
         self._pending: deque[tuple[int, mqtt.MQTTMessage]] = deque()
         self._arrived = threading.Event()
         self._stopping = threading.Event()
-        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
-        self._reject_logged: dict[str, float] = {}
-        self._conn: Connection | None = None
+        # Set when the writer process died: this worker can no longer store anything
+        # and should exit (what it had not acked comes again to its successor).
+        self.failed = threading.Event()
+        self.writer_process = writer_process
+        # The optional time-series sink: in-process (thread writer), or built inside the
+        # writer process from tsdb_settings.
+        self.tsdb = tsdb
+        self.tsdb_settings = tsdb_settings
+        self._batch_writer: BatchWriter | None = None
+        self._proc: mp.process.BaseProcess | None = None
+        self._pipe = None
+        self._inflight: deque[tuple[int, list[tuple[int, mqtt.MQTTMessage]]]] = deque()
+        self._slots = threading.Semaphore(PROCESS_PIPELINE_DEPTH)
+        self._results: threading.Thread | None = None
+        self._writer = threading.Thread(target=self._dispatch_loop if writer_process else self._write_loop,
+                                        name="ingest-writer", daemon=True)
         self._subscribed = threading.Event()
         # Counts connections; a message is acked only on the connection it came in on
         # (after a reconnect the broker sends what was unacked again, and that copy is
@@ -162,6 +225,10 @@ class MqttIngest:
 
     # --- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
+        if self.writer_process:
+            self._start_writer_process()
+        else:
+            self._batch_writer = BatchWriter(self.engine, should_stop=self._stopping.is_set, tsdb=self.tsdb)
         if self.mqtt_v5:
             self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False,
                                       properties=self._connect_properties)
@@ -171,15 +238,21 @@ class MqttIngest:
         self._writer.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Commit what has been received, then disconnect."""
+        """Commit what has been received, ack it, then disconnect."""
         self._stopping.set()
         self._arrived.set()
         self._writer.join(timeout_s)
+        if self._results is not None:
+            self._results.join(timeout_s)
         self.client.disconnect()
         self.client.loop_stop()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._batch_writer is not None:
+            self._batch_writer.close()
+        if self._proc is not None:
+            self._proc.join(timeout_s)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(5)
 
     def wait_connected(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -236,15 +309,7 @@ class MqttIngest:
         if n == 1 or n >= self.batch_max:
             self._arrived.set()
 
-    # --- writer thread -----------------------------------------------------------------
-    def _write_loop(self) -> None:
-        while True:
-            batch = self._collect()
-            if batch:
-                self._handle(batch)
-            elif self._stopping.is_set():
-                return
-
+    # --- batches -----------------------------------------------------------------------
     def _wait_for(self, enough: int, timeout_s: float) -> bool:
         """Wait until `enough` messages are pending or the time is up."""
         deadline = time.monotonic() + timeout_s
@@ -270,51 +335,22 @@ class MqttIngest:
         self.stats.queue_depth = len(pending)
         return batch
 
-    def _handle(self, batch: list[tuple[int, mqtt.MQTTMessage]]) -> None:
-        good: list[Received] = []
-        rejected: Counter[str] = Counter()
-        now = time.time()
+    @staticmethod
+    def _items(batch: list[tuple[int, mqtt.MQTTMessage]]) -> list[Item]:
         # paho stamps each message with time.monotonic() on arrival.
-        wall_offset = now - time.monotonic()
+        wall_offset = time.time() - time.monotonic()
+        items = []
         for _, msg in batch:
             try:
                 topic = msg.topic
-                good.append(Received(decode(topic, msg.payload, now), msg.timestamp + wall_offset,
-                                     bool(msg.retain)))
-            except Rejected as r:
-                rejected[r.reason] += 1
-                self._log_reject(topic, r)
-            except Ignored:
-                pass
-            except Exception as e:  # noqa: BLE001 - one bad message must not stop ingest
-                # The decoder promises Rejected or Ignored only; anything else is a bug
-                # there. The message cannot be stored either way: count it and move on.
-                rejected["out_of_range"] += 1
-                log.error("decoder failed on a message (%s: %s); rejected", type(e).__name__, str(e)[:100])
-        delay = 0.2
-        while True:
-            try:
-                conn = self._connection()
-                with conn.begin():
-                    outcomes = store_batch(conn, good)
-                break
-            except Exception:
-                self._close_conn()
-                self.stats.commit_errors += 1
-                log.exception("ingest commit failed; retrying in %.1f s (nothing acked)", delay)
-                if self._stopping.is_set():
-                    return  # unacked: the broker redelivers to the next ingest
-                time.sleep(delay)
-                delay = min(delay * 2, COMMIT_RETRY_MAX_S)
-        counts: Counter[tuple[str, str]] = Counter(
-            (outcome, _kind(item)) for item, outcome in zip(good, outcomes))
-        counts.update({("rejected", reason): n for reason, n in rejected.items()})
-        self.stats.add_batch(counts)
-        # Only now is it safe to let the broker forget these messages (rejected ones
-        # too: they would be rejected again).
-        self._ack(batch)
+            except UnicodeDecodeError:
+                topic = "(topic not UTF-8)"      # rejected as bad_topic
+            items.append((topic, msg.payload, msg.timestamp + wall_offset, bool(msg.retain)))
+        return items
 
     def _ack(self, batch: list[tuple[int, mqtt.MQTTMessage]]) -> None:
+        """Only after the commit may the broker forget these messages (rejected ones
+        too: they would be rejected again); and only on the connection they came in on."""
         generation = self._generation
         current = [msg for gen, msg in batch if gen == generation and msg.qos]
         if _FAST_IO and all(msg.qos == 1 for msg in current):
@@ -323,35 +359,75 @@ class MqttIngest:
             for msg in current:
                 self.client.ack(msg.mid, msg.qos)
 
-    def _connection(self) -> Connection:
-        """The writer's own connection, held between batches (no pool round trip)."""
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.engine.connect()
-        return self._conn
+    # --- writer thread (serve) ---------------------------------------------------------
+    def _write_loop(self) -> None:
+        assert self._batch_writer is not None
+        while True:
+            batch = self._collect()
+            if batch:
+                result = self._batch_writer.write(self._items(batch))
+                if result is None:
+                    return  # stopping and the database is down: unacked, redelivered later
+                counts, errors = result
+                self.stats.commit_errors += errors
+                self.stats.add_batch(counts)
+                self._ack(batch)
+            elif self._stopping.is_set():
+                return
 
-    def _close_conn(self) -> None:
-        """Drop a connection that failed (the next batch opens a fresh one)."""
-        if self._conn is not None:
+    # --- writer process (campusfleet ingest) ---------------------------------------------
+    def _start_writer_process(self) -> None:
+        ctx = mp.get_context("spawn")   # never fork a process that runs threads
+        parent_end, child_end = ctx.Pipe()
+        url = self.engine.url.render_as_string(hide_password=False)
+        self._proc = ctx.Process(target=writer_process_main, name="campusfleet-ingest-writer", daemon=True,
+                                 args=(url, child_end, logging.getLogger().getEffectiveLevel(),
+                                       self.tsdb_settings))
+        self._proc.start()
+        child_end.close()
+        self._pipe = parent_end
+        self._results = threading.Thread(target=self._result_loop, name="ingest-results", daemon=True)
+        self._results.start()
+
+    def _dispatch_loop(self) -> None:
+        next_id = 0
+        while not self.failed.is_set():
+            batch = self._collect()
+            if batch:
+                while not self._slots.acquire(timeout=0.5):
+                    if self.failed.is_set():
+                        return
+                self._inflight.append((next_id, batch))
+                try:
+                    self._pipe.send((next_id, self._items(batch)))
+                except (BrokenPipeError, OSError):
+                    self._writer_died("the pipe to it broke")
+                    return
+                next_id += 1
+            elif self._stopping.is_set():
+                try:
+                    self._pipe.send(None)   # the writer finishes what it has, then exits
+                except (BrokenPipeError, OSError):
+                    pass
+                return
+
+    def _result_loop(self) -> None:
+        while True:
             try:
-                self._conn.invalidate()
-                self._conn.close()
-            except Exception:  # noqa: BLE001 - already broken
-                pass
-            self._conn = None
+                batch_id, counts, errors = self._pipe.recv()
+            except (EOFError, OSError):
+                if self._inflight or not self._stopping.is_set():
+                    self._writer_died("it exited")
+                return
+            expected, batch = self._inflight.popleft()
+            assert batch_id == expected, (batch_id, expected)
+            self.stats.commit_errors += errors
+            self.stats.add_batch(counts)
+            self._ack(batch)
+            self._slots.release()
 
-    def _log_reject(self, topic: str, r: Rejected) -> None:
-        parts = topic.split("/")
-        key = parts[2] if len(parts) > 2 else topic
-        now = time.monotonic()
-        if now - self._reject_logged.get(key, -REJECT_LOG_INTERVAL_S) >= REJECT_LOG_INTERVAL_S:
-            if len(self._reject_logged) > 10000:
-                self._reject_logged.clear()
-            self._reject_logged[key] = now
-            log.warning("rejected message on %s: %s", topic[:100], r)
-
-
-_KIND = {"Window": "telemetry", "Event": "event", "Status": "status", "Ack": "ack"}
-
-
-def _kind(item: Received) -> str:
-    return _KIND[type(item.msg).__name__]
+    def _writer_died(self, how: str) -> None:
+        if not self.failed.is_set():
+            log.error("ingest writer process failed (%s); %d batch(es) not acked will come again",
+                      how, len(self._inflight))
+            self.failed.set()

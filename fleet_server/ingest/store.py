@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
+from typing import cast
 
 from sqlalchemy import Connection, Float, bindparam, case, true, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -260,6 +261,9 @@ def store_batch(conn: Connection, batch: list[Received]) -> list[str]:
 
     statuses = [(device_id, d) for device_id, d in sorted(deltas.items()) if d.status is not None]
     if statuses:
+        # History first: it is told apart from a redelivery by the device's status
+        # as it was before this batch.
+        _record_status_history(conn, [item for item in batch if type(item.msg) is Status])
         _apply_statuses(conn, statuses)
     if ack_rows:
         # One row per command (a redelivered ack may share the batch; the last wins):
@@ -316,3 +320,60 @@ def _apply_statuses(conn: Connection, statuses: list[tuple[str, _DeviceDelta]]) 
         conn.execute(_STATUS_ONLINE, online)
     if offline:
         conn.execute(_STATUS_OFFLINE, offline)
+
+
+# -- status history -------------------------------------------------------------------
+
+_HISTORY_COLS = ("device_id", "received_s", "online", "status_ts", "fw", "boot", "reset_cause",
+                 "uptime_s", "heap_free", "rssi", "outbox", "sensors")
+_HISTORY_PG_TYPES = ("varchar", "float8", "boolean", "bigint", "varchar", "integer", "varchar",
+                     "bigint", "integer", "smallint", "integer", "text")
+_HISTORY_ROWS_PER_STATEMENT = _SQLITE_ROWS_PER_STATEMENT
+# A status equal to the device's current one is a redelivery (QoS 1 after a crash before
+# the ack) or the broker's retained copy replayed on resubscribe: not a new point. Only
+# a device's first status in the batch (`chk`) is compared with the stored row, which
+# is still the state before this batch; later ones were already told apart in Python.
+_HISTORY_SAME = """x.chk AND ((x.online AND d.online AND d.status_ts {eq} x.status_ts AND d.boot {eq} x.boot
+  AND d.uptime_s {eq} x.uptime_s AND d.heap_free {eq} x.heap_free AND d.rssi {eq} x.rssi
+  AND d.sensors {eq} x.sensors) OR (NOT x.online AND NOT d.online))"""
+
+
+@cache
+def _history_sql(dialect: str, rows: int) -> str:
+    cols = ",".join(_HISTORY_COLS)
+    picked = ",".join(f"x.{c}" for c in _HISTORY_COLS)
+    if dialect == "postgresql":
+        arrays = ",".join(f"%b::{t}[]" for t in (*_HISTORY_PG_TYPES, "boolean"))
+        return (f"INSERT INTO status_history ({cols}) SELECT {picked} FROM unnest({arrays}) AS x({cols},chk) "
+                f"JOIN devices d ON d.device_id = x.device_id "
+                f"WHERE NOT ({_HISTORY_SAME.format(eq='IS NOT DISTINCT FROM')}) "
+                f"ON CONFLICT (device_id, received_s) DO NOTHING")
+    one = "(" + ",".join("?" * (len(_HISTORY_COLS) + 1)) + ")"
+    # INSERT OR IGNORE: two statuses of a device with the same received_s (one clock
+    # tick) keep the first rather than failing the batch.
+    return (f"WITH x({cols},chk) AS (VALUES {','.join([one] * rows)}) "
+            f"INSERT OR IGNORE INTO status_history ({cols}) SELECT {picked} FROM x "
+            f"JOIN devices d ON d.device_id = x.device_id WHERE NOT ({_HISTORY_SAME.format(eq='IS')})")
+
+
+def _record_status_history(conn: Connection, items: list[Received]) -> None:
+    """One row per status that is not a repeat of the one before it, in arrival order."""
+    rows: list[tuple] = []
+    last: dict[str, tuple] = {}
+    for item in items:
+        s = cast(Status, item.msg)
+        point = (s.online, s.ts, s.fw, s.boot, s.reset, s.uptime_s, s.heap_free, s.rssi, s.outbox,
+                 json.dumps(s.sensors) if s.sensors is not None else None)
+        before = last.get(s.device_id)
+        if before is not None and (before == point or (not s.online and not before[0])):
+            continue
+        last[s.device_id] = point
+        rows.append((s.device_id, item.received_s, *point, before is None))
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql(_history_sql(dialect, 0), tuple(list(c) for c in zip(*rows)))
+        return
+    step = _HISTORY_ROWS_PER_STATEMENT
+    for i in range(0, len(rows), step):
+        chunk = rows[i:i + step]
+        conn.exec_driver_sql(_history_sql(dialect, len(chunk)), tuple(v for r in chunk for v in r))

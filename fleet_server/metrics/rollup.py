@@ -10,6 +10,8 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, false, func, select, text, true, tuple_, update
@@ -19,16 +21,17 @@ from fleet_server.db.metrics_schema import (
     ADDITIVE, MASKS, QUEUE_TRIGGER, QUEUED_COLUMNS, TRIGGER_DDL, room_day, room_hour, rollup_queue,
     rollup_state, school_day,
 )
-from fleet_server.db.registry_schema import device_assignments, rooms
+from fleet_server.db.registry_schema import device_assignments, rooms, schools
 from fleet_server.db.schema import windows
 from fleet_server.metrics.hour_buckets import RoomContext, add_window, empty_measures, merge
-from fleet_server.metrics.schooltime import load_hours
+from fleet_server.metrics.schooltime import load_hours, zone
 
 log = logging.getLogger(__name__)
 BATCH = 2000             # windows per transaction: short enough not to hold SQLite's write lock long
 DEFAULT_INTERVAL_S = 5.0
 _IN_CHUNK = 500          # values per IN list
 _ASSIGNMENTS_KEY = "assignments_seen"
+_PRUNED_KEY = "raw_pruned_before_s"   # retention's cutoff: older raw windows are gone
 _PARKING_LOCK_ID = 0x4366526B  # "CfRk": PostgreSQL advisory lock, parking vs. retrying parked windows
 
 
@@ -226,17 +229,52 @@ def run_rollups(engine: Engine, *, batch: int = BATCH,
     return result
 
 
+def record_pruned_before(conn: Connection, cutoff_s: float) -> None:
+    """Retention deletes raw windows older than cutoff_s (fleet_server/metrics/retention.py)."""
+    value = str(int(max(cutoff_s, pruned_before_s(conn) or 0)))
+    stmt = _insert(conn, rollup_state).values(key=_PRUNED_KEY, value=value)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+
+def pruned_before_s(conn: Connection) -> int | None:
+    s = rollup_state.c
+    value = conn.execute(select(s.value).where(s.key == _PRUNED_KEY)).scalar()
+    return int(value) if value is not None else None
+
+
 def rebuild_rollups(engine: Engine, *, batch: int = BATCH) -> RollupResult:
     """Empty the rollups and queue every stored window again: after a school's hours or
-    a device's assignment history were rewritten, or the queue trigger was lost."""
+    a device's assignment history were rewritten, or the queue trigger was lost.
+
+    Days whose raw windows retention has deleted (wholly or in part) cannot be derived
+    again: their rollups are kept as they are, and only the days from the first one
+    with all its raw windows are rebuilt."""
     with engine.begin() as conn:
         ensure_queue_trigger(conn)
-        for table in (room_hour, room_day, school_day, rollup_queue, rollup_state):
-            conn.execute(table.delete())
-        conn.execute(_insert(conn, rollup_queue)
-                     .from_select([*QUEUED_COLUMNS, "parked"],
-                                  # WHERE: SQLite would read ON CONFLICT as a join's ON
-                                  select(*(windows.c[c] for c in QUEUED_COLUMNS), false()).where(true()))
+        pruned = pruned_before_s(conn)
+        first_day = tz = None
+        if pruned is not None:
+            # Rollup dates are school-local. The day holding the cutoff lost part of its
+            # windows, so rebuilding starts the next day (in the one zone of the schools).
+            zones = set(conn.execute(select(schools.c.timezone).distinct()).scalars()) or {"Asia/Shanghai"}
+            if len(zones) > 1:
+                raise ValueError("rebuilding pruned rollups for schools in several time zones "
+                                 f"({', '.join(sorted(zones))}) is not supported")
+            tz = zone(zones.pop())
+            first_day = datetime.fromtimestamp(pruned, tz).date() + timedelta(days=1)
+        for table in (room_hour, room_day, school_day):
+            conn.execute(table.delete().where(table.c.date >= first_day) if first_day else table.delete())
+        conn.execute(rollup_state.delete().where(rollup_state.c.key != _PRUNED_KEY))
+        rows = select(*(windows.c[c] for c in QUEUED_COLUMNS), false())
+        if first_day is not None:
+            start_s = int(datetime.combine(first_day, dtime(), tz).timestamp())
+            # Older queued (parked) windows may have no raw row any more: they stay queued.
+            conn.execute(rollup_queue.delete().where(rollup_queue.c.ts >= start_s))
+            rows = rows.where(windows.c.ts >= start_s)
+        else:
+            conn.execute(rollup_queue.delete())
+            rows = rows.where(true())   # WHERE: SQLite would read ON CONFLICT as a join's ON
+        conn.execute(_insert(conn, rollup_queue).from_select([*QUEUED_COLUMNS, "parked"], rows)
                      .on_conflict_do_nothing())
     return run_rollups(engine, batch=batch)
 

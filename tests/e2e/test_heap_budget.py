@@ -11,7 +11,7 @@ WINDOWS = 1000
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("compiled,heap", [(True, "96K"), (False, "112K")], ids=["mpy-96K", "py-112K"])
+@pytest.mark.parametrize("compiled,heap", [(True, "96K"), (False, "104K")], ids=["mpy-96K", "py-104K"])
 def test_node_with_every_sensor_runs_1000_windows_within_its_heap(mosquitto, make_node, compiled, heap):
     device_id = "cf-00004ea%05x" % (1 if compiled else 2)
     rec = Recorder(mosquitto.host, mosquitto.port, f"campus/v1/{device_id}/#")

@@ -52,8 +52,12 @@ class Worker:
         wait_until(subscribed, timeout_s, 0.05, f"{self.client_id} to subscribe")
 
     def kill9(self) -> None:
+        """SIGKILL the worker, then wait until its writer process (which finishes the
+        commit it is in, if any, and exits on the closed pipe) is gone too."""
+        writer = writer_child(self.proc.pid)
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        wait_until(lambda: process_gone(writer), 30, 0.05, f"writer process {writer} gone")
 
     def stop(self) -> dict[str, int]:
         """SIGTERM, wait, and return the summary line the worker prints at exit."""
@@ -223,3 +227,46 @@ def test_broker_restart_mid_run_loses_nothing_and_counts_nothing_twice(broker, d
     assert summary["accepted"] == n
     assert "ingest lost the broker" in worker.output()
     print(f"\nbroker stopped at {at_stop} stored; worker {summary}")
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")    # a zombie nobody reaped has done all it will do
+
+
+def writer_child(worker_pid: int) -> int:
+    """The worker's writer process (a multiprocessing spawn child)."""
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
+    for pid in children:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline:
+            return int(pid)
+    raise AssertionError(f"no writer process among the children {children} of {worker_pid}")
+
+
+def test_a_dead_writer_process_stops_the_worker_and_what_it_had_comes_again(broker, db_url, db, workers, tmp_path):
+    n, m = 10_000, 200
+    cid = f"ingest-writer-{uuid.uuid4().hex[:6]}"
+    first = Worker(broker.url, db_url, cid, tmp_path / "first.log")
+    workers.append(first)
+    first.wait_subscribed()
+    gen = LoadGenerator(broker.host, broker.port, n, m, connections=2,
+                        client_prefix=f"pub-{uuid.uuid4().hex[:6]}").start()
+    try:
+        gen.go()
+        wait_stored(db, n // 4, 60)
+        os.kill(writer_child(first.proc.pid), signal.SIGKILL)
+        assert first.proc.wait(30) == 1, first.output()[-2000:]
+        assert "ingest writer process failed" in first.output()
+        second = Worker(broker.url, db_url, cid, tmp_path / "second.log")
+        workers.append(second)
+        wait_stored(db, n, 120)
+        gen.join(60)
+    finally:
+        gen.stop()
+    time.sleep(1.0)
+    second.stop()
+    assert_exactly_once(db, n, device_ids(m))

@@ -1,14 +1,23 @@
+"""Devices API: the fleet with online state and since, filters (state, unassigned,
+school, region), firmware spread, per-day data completeness and health over time,
+commands. Thin: parse, call fleet_server.services, shape the reply (JSON or CSV)."""
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from fleet_server.api.deps import ConnDep, IngestDep
+from fleet_server.api.routes.metrics import FormatQ, RangeDep, csv_response
+from fleet_server.metrics.retention import retained_from_s
 from fleet_server.services import devices as svc
+from fleet_server.services import devices_health as health_svc
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 DeviceId = Annotated[str, Path(pattern=r"^cf-[0-9a-f]{12}$")]
+RegionQ = Annotated[int | None, Query(ge=100000, le=999999,
+                                      description="GB/T 2260 code: province, city or county of the device's school")]
+SchoolQ = Annotated[int | None, Query(description="school id: devices assigned to its rooms")]
 
 
 class DevicePage(BaseModel):
@@ -24,12 +33,42 @@ class CommandCreate(BaseModel):
     ttl_s: int = Field(600, ge=10, le=7 * 86400, description="seconds until the command expires")
 
 
-@router.get("", response_model=DevicePage)
+_CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+              "description": "JSON, or with format=csv a streamed CSV (UTF-8 with BOM, for Excel)"}}
+
+
+@router.get("", response_model=None, responses={200: {"model": DevicePage, **_CSV[200]}})
 def list_devices(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> dict:
-    """All devices, assigned or not, with online state and their last window."""
-    total, items = svc.list_devices(conn, limit=limit, offset=offset)
+                 offset: Annotated[int, Query(ge=0)] = 0,
+                 state: Annotated[Literal["online", "offline"] | None, Query()] = None,
+                 assigned: Annotated[bool | None, Query(description="false: the unassigned devices")] = None,
+                 school_id: SchoolQ = None, region: RegionQ = None, format: FormatQ = "json") -> Any:
+    """Devices, assigned or not, with online state and since, room and school, the latest
+    status (firmware, hardware, RSSI, heap, sensor states) and their last window.
+    CSV: every matching device (no paging)."""
+    try:
+        # CSV: every matching device, not one page.
+        total, items = svc.list_devices(conn, limit=None if format == "csv" else limit,
+                                        offset=0 if format == "csv" else offset, state=state,
+                                        assigned=assigned, school_id=school_id, region=region)
+        if format == "csv":
+            return csv_response([svc.csv_row(d) for d in items], "devices.csv")
+    except svc.UnknownRegion as e:
+        raise HTTPException(404, str(e)) from None
     return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+
+@router.get("/firmware", response_model=None, responses=_CSV)
+def firmware_spread(conn: ConnDep, region: RegionQ = None, school_id: SchoolQ = None,
+                    format: FormatQ = "json") -> Any:
+    """Firmware version spread: devices (and those online) per version, most common first."""
+    try:
+        result = health_svc.firmware_spread(conn, region=region, school_id=school_id)
+    except svc.UnknownRegion as e:
+        raise HTTPException(404, str(e)) from None
+    if format == "csv":
+        return csv_response(result["versions"], f"firmware-{region or 'all'}.csv")
+    return result
 
 
 @router.get("/{device_id}")
@@ -65,3 +104,29 @@ def send_command(conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: Co
 @router.get("/{device_id}/commands")
 def list_commands(conn: ConnDep, device_id: DeviceId) -> list[dict]:
     return svc.list_commands(conn, device_id)
+
+
+@router.get("/{device_id}/completeness", response_model=None, responses=_CSV)
+def completeness(request: Request, conn: ConnDep, device_id: DeviceId, dates: RangeDep,
+                 format: FormatQ = "json") -> Any:
+    """Per school-local day: windows expected for the time the device was assigned
+    (86400 / window_s for a full day) vs received, and the share."""
+    days = request.app.state.settings.retention_days
+    result = health_svc.completeness(conn, device_id, *dates, retained_from_s=retained_from_s(days))
+    if result is None:
+        raise HTTPException(404, f"no device {device_id}")
+    if format == "csv":
+        return csv_response(result["days"], f"{device_id}-completeness-{dates[0]}-{dates[1]}.csv")
+    return result
+
+
+@router.get("/{device_id}/health", response_model=None, responses=_CSV)
+def device_health(conn: ConnDep, device_id: DeviceId, dates: RangeDep, format: FormatQ = "json") -> Any:
+    """Heap, RSSI, reboots, reset causes and sensor state changes over school-local days,
+    from every status the node sent; CSV: the status series."""
+    result = health_svc.health(conn, device_id, *dates)
+    if result is None:
+        raise HTTPException(404, f"no device {device_id}")
+    if format == "csv":
+        return csv_response(health_svc.points_csv_rows(result), f"{device_id}-health-{dates[0]}-{dates[1]}.csv")
+    return result

@@ -1,4 +1,4 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 
@@ -17,6 +17,9 @@ def health(conn: ConnDep, stats: StatsDep) -> dict:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, tags=["health"])
-def metrics(stats: StatsDep) -> str:
-    """Prometheus text format: ingest counters by result and reason."""
-    return stats.render_prometheus()
+def metrics(stats: StatsDep, request: Request) -> str:
+    """Prometheus text format: ingest counters by result and reason, and the
+    time-series sink's counters when it is on (app.state.tsdb)."""
+    text = stats.render_prometheus()
+    tsdb = getattr(request.app.state, "tsdb", None)
+    return (text + tsdb.render_prometheus()) if tsdb is not None else text
