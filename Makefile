@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite starts for real (TESTING.md).
-APT_PACKAGES := mosquitto postgresql victoria-metrics
+APT_PACKAGES := mosquitto postgresql victoria-metrics chromium fonts-wqy-zenhei
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test sysdeps install clean
+.PHONY: demo test sysdeps install clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: $(VENV)/.installed
 ## pytest exits 5 when it collected no tests, which fails this target as it should.
 test: $(VENV)/.installed-dev sysdeps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## make screenshots: the dashboards in zh-CN, by headless Chromium, into docs/screenshots/.
+screenshots: $(VENV)/.installed-dev sysdeps
+	$(BIN)/python scripts/screenshots.py
 
 sysdeps:
 	@sh scripts/sysdeps.sh $(APT_PACKAGES)

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from fleet_server import __version__
 from fleet_server.api.routes import devices, health, metrics, registry
-from fleet_server.broker import EmbeddedBroker
 from fleet_server.db.engine import make_engine, migrate
 from fleet_server.ingest.mqtt_adapter import MqttIngest
 from fleet_server.ingest.stats import IngestStats
@@ -22,11 +19,14 @@ from fleet_server.metrics.retention import RetentionJob
 from fleet_server.metrics.rollup import RollupJob
 from fleet_server.alerts.evaluator import AlertJob
 from fleet_server.api.routes import alerts as alert_routes
+from fleet_server.api.routes import provisioning as provisioning_routes
+from fleet_server.api.routes import credentials as credential_routes
+from fleet_server.security.manager import start_broker_security
 from fleet_server.settings import EMBEDDED_SCHEME, Settings, parse_mqtt_url
-from fleet_server.services import devices as device_svc
+from fleet_server.web import pages
+from fleet_server.web.render import STATIC_DIR
 
 log = logging.getLogger(__name__)
-TEMPLATES_DIR = Path(__file__).with_name("templates")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,11 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.db)
         migrate(engine)
         scheme, host, port = parse_mqtt_url(settings.mqtt)
-        broker = None
-        if scheme == EMBEDDED_SCHEME:
-            broker = EmbeddedBroker(host, port)
-            broker.start()
         stats = IngestStats()
+        # The embedded broker (started here) or Mosquitto's dynamic security, and the
+        # server's own MQTT login (docs/security.md).
+        broker, security, login = start_broker_security(settings, engine, stats)
         ingest = None
         # Optional time-series sink (docs/tsdb.md), fed by ingest after each commit.
         tsdb = TimeSeriesSink.from_settings(settings) if settings.ingest else None
@@ -56,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 session_expiry_s=settings.ingest_session_expiry_s,
                                 receive_maximum=settings.ingest_receive_maximum or None,
                                 tsdb=tsdb)
+            if login is not None:
+                ingest.client.username_pw_set(login.username, login.password)
             ingest.start()
         rollup = RollupJob(engine).start()
         alert_job = AlertJob(engine).start()
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ingest = ingest
         app.state.tsdb = tsdb
         app.state.broker = broker
+        app.state.broker_security = security
         app.state.rollup = rollup
         app.state.alerts = alert_job
         try:
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ingest.stop()
             if tsdb is not None:
                 tsdb.close(5.0)
+            security.close()
             if broker is not None:
                 broker.stop()
             engine.dispose()
@@ -89,13 +92,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(registry.router)
     app.include_router(metrics.router)
     app.include_router(alert_routes.router)
-    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request) -> HTMLResponse:
-        # Placeholder fleet overview until the dashboards land; links the API.
-        with request.app.state.engine.connect() as conn:
-            total, items = device_svc.list_devices(conn, limit=1000, offset=0)
-        return templates.TemplateResponse(request, "index.html", {"devices": items, "total": total})
+    app.include_router(provisioning_routes.router)
+    app.include_router(credential_routes.router)
+    # Dashboards (fleet_server/web): server-rendered pages and their own static files.
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     return app

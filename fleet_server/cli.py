@@ -94,6 +94,13 @@ def ingest(mqtt: MqttOpt = None, db: DbOpt = None,
                         # process (built there from the settings), or here.
                         tsdb=None if settings.ingest_writer_process else TimeSeriesSink.from_settings(settings),
                         tsdb_settings=settings if settings.ingest_writer_process else None)
+    from fleet_server.security.manager import server_login
+    try:
+        login = server_login(settings)   # the server's own MQTT login (docs/security.md)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if login is not None:
+        worker.client.username_pw_set(login.username, login.password)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -101,7 +101,10 @@ def run_demo(*, nodes: int = 12, speed: float = 60.0, bind: str = "127.0.0.1:800
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     settings = Settings(db=f"sqlite:///{workdir.resolve()}/campusfleet.db",
-                        mqtt=f"embedded://127.0.0.1:{mqtt_port}", bind=bind)
+                        mqtt=f"embedded://127.0.0.1:{mqtt_port}", bind=bind,
+                        # Virtual nodes are never registered: let them in, each still
+                        # confined to its own topics (docs/security.md).
+                        require_registration=False)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host=http_host, port=http_port, log_level="warning"))
     server_thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     tsdb_bucket: str = "campusfleet"
     # Windows held while the TSDB is slow or down; beyond it the oldest are dropped.
     tsdb_queue_max: int = 100_000
+    # Broker identity and ACLs (docs/security.md). With require_registration a device
+    # the server never issued credentials to is refused by the broker (the embedded one,
+    # or Mosquitto through dynamic security); the demo turns it off. The server's own MQTT
+    # login (ingest, commands) against Mosquitto: mqtt_user + a file holding its password.
+    # broker_admin_user + its password file: the Mosquitto dynamic-security admin the
+    # server uses to create, re-key and disable device clients ('' = not managed).
+    # Secrets are read from files only, never from flags or the environment's values.
+    require_registration: bool = True
+    mqtt_user: str = ""
+    mqtt_password_file: str = ""
+    broker_admin_user: str = ""
+    broker_admin_password_file: str = ""
 
     @field_validator("batch_max")
     @classmethod

@@ -104,3 +104,4 @@ status_history = Table(
 from fleet_server.db import registry_schema  # noqa: F401
 from fleet_server.db import metrics_schema  # noqa: F401
 from fleet_server.db import alerts_schema  # noqa: F401
+from fleet_server.db import provisioning_schema  # noqa: F401

@@ -7,6 +7,9 @@ from collections import Counter
 from fleet_server.protocol import REJECT_REASONS
 
 KINDS = ("telemetry", "event", "status", "ack")
+# Rejects decided before a message reaches ingest: `spoofed` = a device published on
+# another device's topics and the embedded broker dropped it (fleet_server/security).
+BROKER_REJECT_REASONS = ("spoofed",)
 
 
 class IngestStats:
@@ -50,7 +53,7 @@ class IngestStats:
         snap = self.snapshot()
         # Every series exists from the start (zeros), so rate() works on first use.
         keys = {("accepted", k) for k in KINDS} | {("duplicate", k) for k in KINDS}
-        keys |= {("rejected", r) for r in REJECT_REASONS}
+        keys |= {("rejected", r) for r in REJECT_REASONS + BROKER_REJECT_REASONS}
         keys |= set(snap)
         lines = [
             "# HELP campusfleet_ingest_messages_total MQTT messages handled by ingest, by result and reason.",

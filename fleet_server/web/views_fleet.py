@@ -1,0 +1,48 @@
+"""Fleet page models for technicians: devices with online/offline since, RSSI, heap,
+firmware, sensor states; unassigned devices; one device with its room, history and
+commands. Reads through fleet_server.services.devices and the registry service."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from fleet_server.db.schema import devices
+from fleet_server.registry import service as registry
+from fleet_server.services import devices as device_svc
+
+PAGE = 200
+UNASSIGNED_SHOWN = 200
+SCHOOLS_IN_PICKER = 1000
+
+
+def unassigned_ids(conn: Connection, limit: int = UNASSIGNED_SHOWN) -> list[str]:
+    # Seam: the device filters being added to the devices API (assigned=false) replace this.
+    return list(conn.execute(select(devices.c.device_id).where(devices.c.room_id.is_(None))
+                             .order_by(devices.c.device_id).limit(limit)).scalars())
+
+
+def fleet_page(conn: Connection, *, offset: int) -> dict[str, Any]:
+    total, items = device_svc.list_devices(conn, limit=PAGE, offset=offset)
+    unassigned = [d for d in (device_svc.get_device(conn, i) for i in unassigned_ids(conn)) if d]
+    rooms: dict[int, dict] = {}
+    for d in items:
+        if d["room_id"] is not None and d["room_id"] not in rooms:
+            a = registry.current_assignment(conn, d["device_id"])
+            rooms[d["room_id"]] = a
+    return {"total": total, "items": items, "offset": offset, "page": PAGE, "unassigned": unassigned,
+            "rooms": rooms, "online": sum(1 for d in items if d["online"])}
+
+
+def device_page(conn: Connection, device_id: str, *, school_id: int | None) -> dict[str, Any] | None:
+    device = device_svc.get_device(conn, device_id)
+    if device is None:
+        return None
+    current = registry.current_assignment(conn, device_id)
+    chosen = school_id if school_id is not None else current["school_id"]
+    _, schools = registry.list_schools(conn, limit=SCHOOLS_IN_PICKER, offset=0)
+    commands = device_svc.list_commands(conn, device_id)
+    return {"device": device, "current": current, "history": registry.assignment_history(conn, device_id),
+            "schools": schools, "school_id": chosen,
+            "rooms": registry.list_rooms(conn, chosen) if chosen is not None else [],
+            "commands": commands}
