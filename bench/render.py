@@ -23,6 +23,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from fleet_server.app import create_app  # noqa: E402
+from fleet_server.auth import tokens as auth_tokens  # noqa: E402
+from fleet_server.auth import users as auth_users  # noqa: E402
 from fleet_server.db.schema import windows  # noqa: E402
 from fleet_server.metrics.rollup import run_rollups  # noqa: E402
 from fleet_server.registry.demo_data import PERIODS, load_demo_registry  # noqa: E402
@@ -125,6 +127,11 @@ def main() -> None:
             with app.state.engine.begin() as conn:
                 load_demo_registry(conn)
                 school_id = build_school(conn)
+                # Login is on, as in production: the pages are timed as an operator's,
+                # through an API token (its check is part of what is measured).
+                user = auth_users.create_user(conn, "bench-operator", "operator")
+                token, _ = auth_tokens.create_token(conn, user, name="bench", scopes=None, expires_days=1)
+            client.headers["Authorization"] = f"Bearer {token}"
             monday = last_full_week()
             n = feed_week(app.state.engine, school_id, monday)
             week = f"{monday.isocalendar()[0]}-W{monday.isocalendar()[1]:02d}"

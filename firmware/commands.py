@@ -5,7 +5,7 @@ import os
 
 from micropython import const
 
-OPS = ("identify", "sync", "reboot", "config")
+OPS = ("identify", "sync", "reboot", "config", "ota")
 _RECENT_IDS = const(16)  # remembered results, so a redelivered command is acked, not re-run
 _PATH = const("cmds.json")
 _ACK_JSON = const('{"v":1,"id":%s,"ok":%s,"err":%s,"ts":%d}')
@@ -53,6 +53,8 @@ def handle(recent, payload, now, run, path=_PATH):
         elif not isinstance(args, dict):
             ok, err = False, "bad_args"
         else:
+            if op == "ota":
+                args["id"] = cid  # an update acks its progress and result under this id
             try:
                 err = run(op, args)
             except Exception as e:  # a failing op must not take the node loop down

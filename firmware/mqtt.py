@@ -83,14 +83,8 @@ class Link:
         self.device_id = cfg["device_id"]
         self.mqtt = m = cfg["mqtt"]
         self.prefix = "campus/v1/%s/" % self.device_id
-        self.tls = None
-        if m.get("tls"):
-            # TLS client context that verifies the broker against the CA file from config.
-            import ssl
-            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            # verify_mode is in MicroPython's ssl docs; the esp32 stubs lack it.
-            self.tls.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-            self.tls.load_verify_locations(cafile=m.get("ca"))
+        self.tls = None        # the TLS context, made at the first connect (m["tls"])
+        self.error = None      # why the last connect failed (logged once per new reason)
         self.hw = hw
         self.node = node
         self.sock = None
@@ -122,11 +116,18 @@ class Link:
             if not self.hw.network_up():
                 raise OSError("network down")
             self.connect()
-        except OSError:
+        except OSError as e:
             self.close()
+            why = str(e)
+            if why != self.error:   # the node's log says why, once per new reason
+                print("mqtt: cannot connect to %s port %d: %s" % (self.mqtt["host"], self.mqtt["port"], why))
+                self.error = why
             self._down(False)
             return
         self.failures = 0
+        if self.error is not None:
+            print("mqtt: connected to %s port %d" % (self.mqtt["host"], self.mqtt["port"]))
+            self.error = None
         self.node.on_link(True)
 
     def connect(self):
@@ -139,8 +140,15 @@ class Link:
         try:
             sock.settimeout(_TIMEOUT_S)
             sock.connect(ai[-1])
-            if self.tls is not None:
-                sock = self.tls.wrap_socket(sock, server_hostname=m["host"])
+            if m.get("tls"):
+                try:
+                    # Verifies the chain against the CA and the name against the
+                    # certificate's subjectAltName (Mbed TLS matches IP addresses too).
+                    sock = self._tls_context().wrap_socket(sock, server_hostname=m["host"])
+                except OSError as e:
+                    raise OSError("TLS: %s" % (e,))
+                except ValueError as e:   # Mbed TLS reports a failed verification so
+                    raise OSError("TLS: server certificate refused: %s" % str(e).strip())
             self.sock = sock
             rx = self.rx
             rx[:] = b""
@@ -175,6 +183,13 @@ class Link:
             except Exception:
                 pass
             raise
+
+    def _tls_context(self):
+        """The TLS client context (made once; tlsctx is imported only by a TLS node)."""
+        if self.tls is None:
+            import tlsctx
+            self.tls = tlsctx.client_context(self.mqtt.get("ca"))
+        return self.tls
 
     def publish(self, suffix, payload, retain=False):
         """QoS 1 PUBLISH (3.3) to the node's topic + suffix. Returns the packet id whose

@@ -8,6 +8,7 @@ status and commands only) after _SAFE_MODE_CRASHES of them in a row."""
 import gc
 import json
 import os
+import sys
 import time
 
 from micropython import const
@@ -77,6 +78,28 @@ class Node:
         self.unset_s = 0              # seconds counted before the clock was set
         self.reboot_pid = None        # PUBACK of the reboot ack we wait for
         self.reboot_ms = None         # reset at the latest then
+        # Firmware updates (ota.py, docs/ota.md): imported only while one runs or waits
+        # for its confirmation; at rest only its status key is kept.
+        self.ota = None
+        self.ota_status = ""
+        try:
+            os.stat("ota.json")
+            self._ota()
+        except OSError:
+            pass  # never updated
+        except Exception as e:  # noqa: BLE001 - an update gone wrong must not stop the node
+            sys.print_exception(e)
+
+    def _ota(self):
+        if self.ota is None:
+            import ota
+            self.ota = ota.Updater(self)
+        u = self.ota
+        self.ota_status = u.status()
+        if u.idle():
+            self.ota = None
+            sys.modules.pop("ota", None)
+        return u
 
     def _save_boot(self, clean):
         with open(_BOOT_PATH + ".tmp", "w") as f:
@@ -141,6 +164,10 @@ class Node:
             if pid is None:
                 break
             self.outbox.mark_sent(pid)
+        if self.ota is not None:
+            self.ota.step()
+            if self.ota.idle():
+                self._ota()  # done: drop it, keep its status key
         if self.status_due and link.up():
             gc.collect()  # heap_free is the live heap: measured right after a collection
             now = hw.now()
@@ -150,7 +177,9 @@ class Node:
                     self.reset_cause, time.ticks_diff(time.ticks_ms(), self.started_ms) // 1000,
                     gc.mem_free(), json.dumps(rssi), json.dumps(ip), len(self.outbox), clock,
                     json.dumps(self.sensor_states, separators=(",", ":")), self.outbox.dropped,
-                    self.heap_peak, ',"safe_mode":true' if self.safe_mode else ""), True) is not None:
+                    self.heap_peak, (',"safe_mode":true' if self.safe_mode else "")
+                    + (self.ota.status() if self.ota else self.ota_status)),
+                    True) is not None:
                 self.status_due = False
         # After a reboot command: reset once the broker has its ack (or after 5 s).
         if self.reboot_ms is not None and (
@@ -220,6 +249,8 @@ class Node:
             return
         if self.ran == "config":
             ack = ack[:-1] + ',"config_hash":"%s"}' % config_hash(self.cfg)
+        elif self.ran == "ota":
+            ack = ack[:-1] + ',"ota":"accepted"}'  # progress and result follow under this id
         pid = self.link.publish("ack", ack)
         if self.ran == "reboot" and self.reboot_ms is None:
             # Reset only once the broker has the ack (or after a short wait), so the
@@ -249,5 +280,11 @@ class Node:
             if self.next_s is not None:
                 self.status_at = min(self.status_at, self.next_s + cfg["status_s"])
             self.status_due = True
+        elif op == "ota":
+            u = self._ota()
+            err = u.start(args, args.get("id"))
+            self.ota = u  # kept while the job runs
+            if err:
+                return err
         self.ran = op
         return None

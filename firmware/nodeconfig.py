@@ -58,6 +58,17 @@ def load(path="config.json"):
         if key in merged:
             merged[key] = _check_int(key, presence[key])
     cfg["presence"] = merged
+    # Firmware updates (docs/ota.md): the release public key (Ed25519, 64 hex digits,
+    # written at provisioning), and when an update counts as good.
+    key = cfg.get("ota_pubkey")
+    if key is not None and (not isinstance(key, str) or len(key) != 64
+                            or key.lower().strip("0123456789abcdef")):
+        raise ValueError("ota_pubkey must be 64 hex digits (an Ed25519 public key)")
+    for key, lo, hi, default in (("ota_confirm_windows", 1, 1000, 3), ("ota_confirm_min", 1, 1440, 10)):
+        value = cfg.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ValueError("%s must be an integer %d..%d" % (key, lo, hi))
+        cfg[key] = value
     if "ntp" not in cfg:
         cfg["ntp"] = ["ntp.aliyun.com", "pool.ntp.org"]
     if "board" not in cfg:

@@ -20,7 +20,14 @@ from fleet_server.metrics.rollup import RollupJob
 from fleet_server.alerts.evaluator import AlertJob
 from fleet_server.api.routes import alerts as alert_routes
 from fleet_server.api.routes import provisioning as provisioning_routes
+from fleet_server.api.routes import firmware as firmware_routes
 from fleet_server.api.routes import credentials as credential_routes
+from fleet_server.api import auth_deps
+from fleet_server.api.auth_deps import require
+from fleet_server.api.routes import auth as auth_routes
+from fleet_server.auth.principal import READ
+from fleet_server.web import auth_pages
+from fleet_server.security.http import HardeningMiddleware
 from fleet_server.security.manager import start_broker_security
 from fleet_server.settings import EMBEDDED_SCHEME, Settings, parse_mqtt_url
 from fleet_server.web import pages
@@ -54,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 mqtt_v5=v5, shared=settings.ingest_shared and v5,
                                 session_expiry_s=settings.ingest_session_expiry_s,
                                 receive_maximum=settings.ingest_receive_maximum or None,
-                                tsdb=tsdb)
+                                tsdb=tsdb, tls_ca_file=settings.mqtt_tls_ca(),
+                                device_rate=settings.device_rate)
             if login is not None:
                 ingest.client.username_pw_set(login.username, login.password)
             ingest.start()
@@ -87,15 +95,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="CampusFleet", version=__version__, lifespan=lifespan,
                   description="Room usage, air quality and device health from CampusFleet sensor nodes.")
     app.state.settings = settings
+    # Body size limit (413) and security headers on every response (docs/security.md).
+    app.add_middleware(HardeningMiddleware, max_body=settings.max_request_bytes, max_upload=settings.max_upload_bytes)
+    # Every endpoint but health, /metrics, login and the OTA downloads nodes make needs a
+    # user (session or API token); writes add their own scope (docs/security.md).
+    auth_deps.install(app)
+    read = [require(READ)]
     app.include_router(health.router)
-    app.include_router(devices.router)
-    app.include_router(registry.router)
-    app.include_router(metrics.router)
-    app.include_router(alert_routes.router)
-    app.include_router(provisioning_routes.router)
-    app.include_router(credential_routes.router)
+    app.include_router(auth_routes.router)
+    app.include_router(devices.router, dependencies=read)
+    app.include_router(registry.router, dependencies=read)
+    app.include_router(metrics.router, dependencies=read)
+    app.include_router(alert_routes.router, dependencies=read)
+    app.include_router(provisioning_routes.router, dependencies=read)
+    app.include_router(firmware_routes.router)
+    app.include_router(credential_routes.router, dependencies=read)
     # Dashboards (fleet_server/web): server-rendered pages and their own static files.
-    app.include_router(pages.router)
+    app.include_router(auth_pages.router)
+    app.include_router(pages.router, dependencies=read)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     return app

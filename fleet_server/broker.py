@@ -30,7 +30,9 @@ class EmbeddedBroker:
         self._error: BaseException | None = None
 
     def config(self) -> dict:
-        bind = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        # host:port even for IPv6 ('::1:1883'): amqtt 0.12 splits at the last colon, and
+        # keeps the brackets of '[::1]:1883' in the address, which then does not resolve.
+        bind = f"{self.host}:{self.port}"
         if self.access is None:
             plugins: dict = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
         else:

@@ -11,6 +11,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from fleet_server.firmware_cli import firmware_app
+from fleet_server.auth_cli import attach as attach_auth_commands
+from fleet_server.security.certs_cli import certs_app
 from fleet_server.settings import Settings, parse_host_port
 
 app = typer.Typer(help="CampusFleet fleet server.", no_args_is_help=True, add_completion=False)
@@ -39,16 +42,39 @@ def _logging(verbose: bool) -> None:
 
 @app.command()
 def serve(mqtt: MqttOpt = None, db: DbOpt = None, bind: BindOpt = None,
+          tls_cert: Annotated[Path | None, typer.Option(
+              "--tls-cert", help="serve HTTPS with this certificate (PEM; e.g. server.pem of `certs init`)")] = None,
+          tls_key: Annotated[Path | None, typer.Option(
+              "--tls-key", help="the certificate's private key (PEM, a file readable by this user only)")] = None,
           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run the API server with ingest (and the embedded broker unless --mqtt mqtt://...)."""
     import uvicorn
 
     from fleet_server.app import create_app
 
-    settings = _settings(mqtt=mqtt, db=db, bind=bind)
+    settings = _settings(mqtt=mqtt, db=db, bind=bind, tls_cert_file=str(tls_cert) if tls_cert else None,
+                         tls_key_file=str(tls_key) if tls_key else None)
     _logging(verbose)
     host, port = parse_host_port(settings.bind, 8000)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info" if verbose else "warning")
+    tls = {}
+    if settings.tls_cert_file:
+        for what, path in (("--tls-cert", settings.tls_cert_file), ("--tls-key", settings.tls_key_file)):
+            if not Path(path).is_file():
+                raise typer.BadParameter(f"{what}: no file {path}")
+        tls = {"ssl_certfile": settings.tls_cert_file, "ssl_keyfile": settings.tls_key_file}
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port,
+                                           log_level="info" if verbose else "warning", **tls))
+    sockets = None
+    if host == "::":
+        # asyncio makes a '::' listener IPv6-only; [::] here means dual stack (IPv4 too).
+        import socket
+
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        sockets = [sock]
+    server.run(sockets=sockets)
 
 
 @app.command()
@@ -93,7 +119,8 @@ def ingest(mqtt: MqttOpt = None, db: DbOpt = None,
                         # The time-series sink runs where the commits are: in the writer
                         # process (built there from the settings), or here.
                         tsdb=None if settings.ingest_writer_process else TimeSeriesSink.from_settings(settings),
-                        tsdb_settings=settings if settings.ingest_writer_process else None)
+                        tsdb_settings=settings if settings.ingest_writer_process else None,
+                        tls_ca_file=settings.mqtt_tls_ca(), device_rate=settings.device_rate)
     from fleet_server.security.manager import server_login
     try:
         login = server_login(settings)   # the server's own MQTT login (docs/security.md)
@@ -117,8 +144,11 @@ def ingest(mqtt: MqttOpt = None, db: DbOpt = None,
         raise typer.Exit(1)
 
 
+app.add_typer(certs_app, name="certs")
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(firmware_app, name="firmware")
+attach_auth_commands(app)   # `users`, `tokens` (docs/security.md)
 
 
 @db_app.command("upgrade")

@@ -4,6 +4,7 @@ each replaying the latest school day from 07:30 at --speed until it reaches now.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import signal
 import socket
@@ -26,6 +27,22 @@ from fleet_server.virtual_nodes import (
 
 class DemoError(Exception):
     pass
+
+
+DEMO_LOGIN_FILE = "demo-login.txt"
+
+
+def _demo_operator(app, workdir: Path) -> str:
+    """Auth is on in the demo too: an operator `demo` with a random password, printed
+    with the dashboard URL and kept (mode 600) in the demo's folder."""
+    from fleet_server.auth.users import create_user
+    password = secrets.token_urlsafe(12)
+    with app.state.engine.begin() as conn:
+        create_user(conn, "demo", "operator", password=password)
+    path = workdir / DEMO_LOGIN_FILE
+    path.touch(mode=0o600)
+    path.write_text(f"demo\n{password}\n")
+    return password
 
 
 def port_free(host: str, port: int) -> bool:
@@ -126,6 +143,7 @@ def run_demo(*, nodes: int = 12, speed: float = 60.0, bind: str = "127.0.0.1:800
                 raise DemoError("the server did not start; see the messages above")
             time.sleep(0.05)
 
+        login = _demo_operator(app, workdir)
         start = latest_school_day_start()
         console.print(f"[bold]CampusFleet demo[/]: {nodes} virtual nodes (real firmware on MicroPython), "
                       f"replaying from {start:%Y-%m-%d %H:%M} Asia/Shanghai at {speed:g}x")
@@ -155,7 +173,8 @@ def run_demo(*, nodes: int = 12, speed: float = 60.0, bind: str = "127.0.0.1:800
                 stop.wait(0.5)
         online = _online_count(app)
         console.print(f"{online}/{nodes} nodes online after {time.monotonic() - t0:.1f} s")
-        console.print(f"  dashboard:  {base}/")
+        console.print(f"  dashboard:  {base}/   log in as [bold]demo[/] / [bold]{login}[/]"
+                      f"  (also in {workdir / DEMO_LOGIN_FILE})")
         console.print(f"  API docs:   {base}/docs")
         console.print(f"  devices:    {base}/api/v1/devices")
         console.print(f"  metrics:    {base}/metrics")

@@ -1,10 +1,11 @@
 """Server settings: environment variables prefixed CAMPUSFLEET_ and CLI flags.
 
 Nothing reads them at import time; the app factory and the CLI build a Settings."""
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_SCHEME = "embedded"
+TLS_SCHEME = "mqtts"   # MQTT over TLS (default port 8883), verified with mqtt_ca_file
 
 
 class Settings(BaseSettings):
@@ -49,6 +50,12 @@ class Settings(BaseSettings):
     tsdb_bucket: str = "campusfleet"
     # Windows held while the TSDB is slow or down; beyond it the oldest are dropped.
     tsdb_queue_max: int = 100_000
+    # Firmware releases for OTA (docs/ota.md): where uploaded bundles are kept, the
+    # Ed25519 public keys (hex, comma-separated) an upload must be signed by (the server
+    # never holds a private key), and each download's bandwidth cap (bytes/s, 0 = none).
+    firmware_dir: str = "./var/firmware"
+    firmware_trusted_keys: str = ""
+    firmware_download_bps: int = Field(0, ge=0)
     # Broker identity and ACLs (docs/security.md). With require_registration a device
     # the server never issued credentials to is refused by the broker (the embedded one,
     # or Mosquitto through dynamic security); the demo turns it off. The server's own MQTT
@@ -61,6 +68,32 @@ class Settings(BaseSettings):
     mqtt_password_file: str = ""
     broker_admin_user: str = ""
     broker_admin_password_file: str = ""
+    # Users, roles and API tokens (docs/security.md "Users, roles and audit"). Off only
+    # for a throwaway test server: then every request acts as the system operator.
+    auth_required: bool = True
+    # TLS and hardening (docs/security.md). mqtt_ca_file: the CA that signed the broker's
+    # certificate, for mqtts:// ('' = the system's trust store). tls_cert_file +
+    # tls_key_file: serve HTTPS (both, or neither). Request bodies over max_request_bytes
+    # are refused with 413 (max_upload_bytes for CSV imports and firmware bundles).
+    # Ingest drops a device's messages beyond ingest_device_rate_per_s sustained after a
+    # burst of ingest_device_burst (sized to a node's whole outbox; 0 = no limit).
+    mqtt_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    max_request_bytes: int = Field(1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    ingest_device_rate_per_s: float = Field(1.0, ge=0)
+    ingest_device_burst: int = Field(10_000, ge=1)
+
+    @property
+    def device_rate(self) -> tuple[float, int] | None:
+        """(messages per second, burst) for ingest, or None when off."""
+        return (self.ingest_device_rate_per_s, self.ingest_device_burst) if self.ingest_device_rate_per_s > 0 else None
+
+    def mqtt_tls_ca(self) -> str | None:
+        """For MqttIngest(tls_ca_file=): None for plain MQTT, the CA file ('' = system
+        trust) for mqtts://."""
+        return self.mqtt_ca_file if parse_mqtt_url(self.mqtt)[0] == TLS_SCHEME else None
 
     @field_validator("batch_max")
     @classmethod
@@ -102,6 +135,12 @@ class Settings(BaseSettings):
         parse_host_port(v, 8000)
         return v
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Settings":
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together (HTTPS needs both)")
+        return self
+
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
     """'host:port', '[::1]:port', 'host' -> (host, port). Raises ValueError."""
@@ -125,9 +164,10 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 def parse_mqtt_url(url: str) -> tuple[str, str, int]:
-    """-> (scheme, host, port); scheme is 'mqtt' or 'embedded'."""
+    """-> (scheme, host, port); scheme is 'mqtt', 'mqtts' (TLS, port 8883 by default) or
+    'embedded'. An IPv6 host goes in brackets: mqtt://[::1]:1883; it comes back bare."""
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("mqtt", EMBEDDED_SCHEME):
-        raise ValueError(f"MQTT URL must be mqtt://host:port or embedded://host:port, not {url!r}")
-    host, port = parse_host_port(rest.rstrip("/"), 1883)
+    if not sep or scheme not in ("mqtt", TLS_SCHEME, EMBEDDED_SCHEME):
+        raise ValueError(f"MQTT URL must be mqtt://host:port, mqtts://host:port or embedded://host:port, not {url!r}")
+    host, port = parse_host_port(rest.rstrip("/"), 8883 if scheme == TLS_SCHEME else 1883)
     return scheme, host, port

@@ -1,6 +1,6 @@
 """The fleet server's REST API as the provisioning CLI uses it (standard library HTTP,
 so the CLI installs without the server's dependencies). The technician's token goes
-in an `Authorization: Bearer` header (checked by the server from issue 7 on)."""
+in an `Authorization: Bearer` header (the server requires scope devices:register)."""
 from __future__ import annotations
 
 import json

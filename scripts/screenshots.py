@@ -79,7 +79,9 @@ def main() -> None:
     http_port, mqtt_port = free_port(), free_port()
     broker = start_mosquitto(workdir, mqtt_port)
     scheme = "mqtt" if broker is not None else "embedded"
-    app = create_app(Settings(db=f"sqlite:///{workdir}/fleet.db", mqtt=f"{scheme}://127.0.0.1:{mqtt_port}"))
+    # A throwaway server on loopback for the pictures: no login (docs/security.md).
+    app = create_app(Settings(db=f"sqlite:///{workdir}/fleet.db", mqtt=f"{scheme}://127.0.0.1:{mqtt_port}",
+                              auth_required=False))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -14,7 +14,7 @@ import pytest
 from fleet_server.settings import Settings
 from fleet_server.virtual_nodes import DEFAULT_HEAP, VirtualNode, node_config, prepare_node_dir
 from tests.utils.postgres import Postgres
-from tests.utils.services import FleetServer, Mosquitto, Publisher
+from tests.utils.services import FleetServer, Mosquitto, Publisher, clear_retained
 
 # MicroPython test modules under firmware/mp run on the unix port via their runner,
 # not under CPython.
@@ -57,6 +57,17 @@ def server(request, mosquitto, tmp_path) -> Iterator[FleetServer]:
         pg.drop_database(db_name)
 
 
+@pytest.fixture(autouse=True)
+def _no_retained_messages_left(request) -> Iterator[None]:
+    """After each test on the session's Mosquitto, clear what it left retained (node
+    births, statuses): a later test's fresh server would otherwise ingest them as
+    devices of its own."""
+    broker = request.getfixturevalue("mosquitto") if "mosquitto" in request.fixturenames else None
+    yield
+    if broker is not None:
+        clear_retained(broker)
+
+
 @pytest.fixture
 def publisher(mosquitto) -> Iterator[Publisher]:
     pub = Publisher(mosquitto.host, mosquitto.port, client_id=f"pub-{uuid.uuid4().hex[:8]}")
@@ -70,13 +81,14 @@ def new_device_id() -> str:
 
 @pytest.fixture
 def make_node(mosquitto, tmp_path) -> Iterator:
-    """Factory: make_node(scenario=..., start=datetime, speed=..., **config overrides)."""
+    """Factory: make_node(scenario=..., start=datetime, speed=..., files={name: bytes} put
+    into the node's flash, **config overrides)."""
     nodes: list[VirtualNode] = []
 
     def factory(*, start: datetime, scenario: str = "classroom", speed: float = 60.0, seed: int = 1,
                 window_s: int = 60, status_s: int = 300, device_id: str | None = None,
                 heap: str = DEFAULT_HEAP, extra_sim: dict | None = None, broker: Mosquitto | None = None,
-                compiled: bool = True, **overrides) -> VirtualNode:
+                compiled: bool = True, files: dict[str, bytes] | None = None, **overrides) -> VirtualNode:
         device_id = device_id or new_device_id()
         broker = broker or mosquitto
         cfg = node_config(device_id, mqtt_host=broker.host, mqtt_port=broker.port,
@@ -85,6 +97,8 @@ def make_node(mosquitto, tmp_path) -> Iterator:
         cfg.update(overrides)
         node = VirtualNode(device_id, prepare_node_dir(Path(tmp_path) / "nodes" / device_id, cfg,
                                                        compiled=compiled))
+        for name, data in (files or {}).items():   # more files on its flash, e.g. the CA for TLS
+            (node.node_dir / name).write_bytes(data)
         nodes.append(node.start(heap=heap))
         return node
 

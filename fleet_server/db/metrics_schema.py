@@ -54,6 +54,9 @@ room_day = Table(
     *_measures(masks=False),
     PrimaryKeyConstraint("room_id", "date", name="pk_room_day"),
     Index("ix_room_day_school_date", "school_id", "date"),
+    # Coverage of a province reads every room's day: by date, with the columns it
+    # counts, so the read is index-only (migration 0005).
+    Index("ix_room_day_date_school", "date", "school_id", "room_id", "in_school_observed_s"),
 )
 
 school_day = Table(
@@ -62,6 +65,25 @@ school_day = Table(
     Column("date", Date, nullable=False),
     *_measures(masks=False),
     PrimaryKeyConstraint("school_id", "date", name="pk_school_day"),
+)
+
+# Per school and school day, the room counts coverage judges schools on (DOMAIN.md
+# "Smart-campus coverage"), so a view reads one row per school-day instead of every
+# room's day. Kept by the rollup job in the transaction that changes the room_day rows
+# it counts (docs/metrics.md "Coverage counts"). Over every room of the school with a
+# room_day row that day (teaching space or not: coverage takes the others out when it
+# reads): `seen`, rooms whose in-school observed seconds are > 0, and per step k of
+# COVER_STEPS, `live_<k>`, those among them with in-school observed seconds >=
+# (k / 100) x day_s, day_s being the school's nominal school-day length when counted.
+COVER_STEPS = tuple(range(5, 101, 5))      # delivered_min in percent, a 0.05 grid
+school_cover_day = Table(
+    "school_cover_day", metadata,
+    Column("date", Date, nullable=False),
+    Column("school_id", Integer, nullable=False),
+    Column("day_s", Integer, nullable=False),
+    Column("seen", Integer, nullable=False),
+    *(Column(f"live_{k}", Integer, nullable=False) for k in COVER_STEPS),
+    PrimaryKeyConstraint("date", "school_id", name="pk_school_cover_day"),
 )
 
 # Windows stored but not yet rolled up, with the columns the rollup needs, so taking

@@ -105,3 +105,5 @@ from fleet_server.db import registry_schema  # noqa: F401
 from fleet_server.db import metrics_schema  # noqa: F401
 from fleet_server.db import alerts_schema  # noqa: F401
 from fleet_server.db import provisioning_schema  # noqa: F401
+from fleet_server.db import firmware_schema  # noqa: F401
+from fleet_server.db import auth_schema  # noqa: F401

@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 
 from fleet_server.ingest.stats import IngestStats
 from fleet_server.ingest.tsdb import TimeSeriesSink
-from fleet_server.ingest.writer import BatchWriter, Item, writer_process_main
+from fleet_server.ingest.writer import BatchWriter, Item, device_limiter, writer_process_main
 from fleet_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,8 @@ class MqttIngest:
                  session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
                  receive_maximum: int | None = None, topic: str | None = None,
                  writer_process: bool = False, tsdb: TimeSeriesSink | None = None,
-                 tsdb_settings: Settings | None = None) -> None:
+                 tsdb_settings: Settings | None = None, tls_ca_file: str | None = None,
+                 device_rate: tuple[float, int] | None = None) -> None:
         if shared and not mqtt_v5:
             raise ValueError("a shared subscription needs MQTT v5")
         self.engine = engine
@@ -191,6 +192,8 @@ class MqttIngest:
         # writer process from tsdb_settings.
         self.tsdb = tsdb
         self.tsdb_settings = tsdb_settings
+        # Per-device message rate limit (ingest/ratelimit.py): (per second, burst); None = off.
+        self.device_rate = device_rate
         self._batch_writer: BatchWriter | None = None
         self._proc: mp.process.BaseProcess | None = None
         self._pipe = None
@@ -217,6 +220,10 @@ class MqttIngest:
             self.client = client_cls(CallbackAPIVersion.VERSION2, client_id=client_id,
                                        protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
             self._connect_properties = None
+        if tls_ca_file is not None:
+            # mqtts:// (docs/security.md, "TLS"): verify the broker against this CA ('' =
+            # the system's trust store), and its name against the certificate.
+            self.client.tls_set(ca_certs=tls_ca_file or None)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
@@ -228,7 +235,8 @@ class MqttIngest:
         if self.writer_process:
             self._start_writer_process()
         else:
-            self._batch_writer = BatchWriter(self.engine, should_stop=self._stopping.is_set, tsdb=self.tsdb)
+            self._batch_writer = BatchWriter(self.engine, should_stop=self._stopping.is_set, tsdb=self.tsdb,
+                                             limiter=device_limiter(self.device_rate))
         if self.mqtt_v5:
             self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False,
                                       properties=self._connect_properties)
@@ -382,7 +390,7 @@ class MqttIngest:
         url = self.engine.url.render_as_string(hide_password=False)
         self._proc = ctx.Process(target=writer_process_main, name="campusfleet-ingest-writer", daemon=True,
                                  args=(url, child_end, logging.getLogger().getEffectiveLevel(),
-                                       self.tsdb_settings))
+                                       self.tsdb_settings, self.device_rate))
         self._proc.start()
         child_end.close()
         self._pipe = parent_end

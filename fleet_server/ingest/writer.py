@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine
 from fleet_server.settings import Settings
 
 from fleet_server.ingest.fastpath import decode
+from fleet_server.ingest.ratelimit import DeviceRateLimiter
 from fleet_server.ingest.store import Received, store_batch
 from fleet_server.ingest.tsdb import TimeSeriesSink, accepted_windows
 from fleet_server.protocol import Ignored, Rejected
@@ -34,10 +35,14 @@ _KIND = {"Window": "telemetry", "Event": "event", "Status": "status", "Ack": "ac
 
 class BatchWriter:
     def __init__(self, engine: Engine, should_stop: Callable[[], bool] = lambda: False,
-                 tsdb: TimeSeriesSink | None = None) -> None:
+                 tsdb: TimeSeriesSink | None = None, limiter: DeviceRateLimiter | None = None) -> None:
         self.engine = engine
         self.should_stop = should_stop
         self.tsdb = tsdb  # optional: newly stored windows also go there, after the commit
+        # Optional per-device message rate limit (ingest/ratelimit.py): over it a message
+        # is rejected as `rate_limited`, and counts carry ("throttled", device_id).
+        self.limiter = limiter
+        self._throttle_logged: dict[str, float] = {}
         self._conn: Connection | None = None
         self._reject_logged: dict[str, float] = {}
 
@@ -48,7 +53,13 @@ class BatchWriter:
         good: list[Received] = []
         counts: Counter[tuple[str, str]] = Counter()
         now = time.time()
+        limiter = self.limiter
         for topic, payload, received_s, retained in items:
+            if limiter is not None:
+                parts = topic.split("/", 3)
+                if not limiter.check(parts[2] if len(parts) > 2 else "", received_s):
+                    counts[("rejected", "rate_limited")] += 1
+                    continue
             try:
                 good.append(Received(decode(topic, payload, now), received_s, retained))
             except Rejected as r:
@@ -62,6 +73,8 @@ class BatchWriter:
                 counts[("rejected", "out_of_range")] += 1
                 log.error("decoder failed on a message on %s (%s: %s); rejected",
                           topic[:100], type(e).__name__, str(e)[:100])
+        if limiter is not None and limiter.throttled:
+            self._flag_throttled(limiter, counts)
         errors = 0
         delay = 0.2
         while True:
@@ -104,6 +117,17 @@ class BatchWriter:
                 pass
             self._conn = None
 
+    def _flag_throttled(self, limiter: DeviceRateLimiter, counts: Counter[tuple[str, str]]) -> None:
+        now = time.monotonic()
+        for device_id, n in limiter.take_throttled().items():
+            counts[("throttled", device_id)] += n
+            if now - self._throttle_logged.get(device_id, -REJECT_LOG_INTERVAL_S) >= REJECT_LOG_INTERVAL_S:
+                if len(self._throttle_logged) > 10000:
+                    self._throttle_logged.clear()
+                self._throttle_logged[device_id] = now
+                log.warning("device %s is over its message rate (%.3g/s, burst %d): %d message(s) dropped "
+                            "as rate_limited", device_id[:40], limiter.buckets.rate, limiter.buckets.burst, n)
+
     def _log_reject(self, topic: str, r: Rejected) -> None:
         parts = topic.split("/")
         key = parts[2] if len(parts) > 2 else topic
@@ -115,7 +139,15 @@ class BatchWriter:
             log.warning("rejected message on %s: %s", topic[:100], r)
 
 
-def writer_process_main(db_url: str, pipe: Pipe, log_level: int, settings: Settings | None = None) -> None:
+def device_limiter(device_rate: tuple[float, int] | None) -> DeviceRateLimiter | None:
+    """(rate per s, burst) -> the limiter; None or a rate <= 0: no limit."""
+    if device_rate is None or device_rate[0] <= 0:
+        return None
+    return DeviceRateLimiter(device_rate[0], device_rate[1])
+
+
+def writer_process_main(db_url: str, pipe: Pipe, log_level: int, settings: Settings | None = None,
+                        device_rate: tuple[float, int] | None = None) -> None:
     """The writer process: (batch id, items) in, (batch id, counts, failed commits) out,
     in order. Exits when the pipe closes or brings None, and when its parent is gone (a
     batch it could not commit is then simply not reported: never acked, redelivered)."""
@@ -126,7 +158,8 @@ def writer_process_main(db_url: str, pipe: Pipe, log_level: int, settings: Setti
     engine = make_engine(db_url)
     # The time-series sink, if configured, lives here beside the commits it follows.
     tsdb = TimeSeriesSink.from_settings(settings) if settings is not None else None
-    writer = BatchWriter(engine, should_stop=lambda: os.getppid() != parent, tsdb=tsdb)
+    writer = BatchWriter(engine, should_stop=lambda: os.getppid() != parent, tsdb=tsdb,
+                         limiter=device_limiter(device_rate))
     try:
         while True:
             try:

@@ -12,12 +12,10 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from fleet_server.db.metrics_schema import room_day
-from fleet_server.db.registry_schema import device_assignments, regions, rooms, schools
+from fleet_server.db.registry_schema import regions, schools
 from fleet_server.metrics import definitions as d
-from fleet_server.metrics.schooltime import SchoolHours, load_hours, school_days
+from fleet_server.metrics.coverage_counts import DayCounts, day_counts
 
-_IN_CHUNK = 500
 REASONS = ("not_enough_rooms_instrumented", "nodes_offline", "data_gaps")
 
 
@@ -42,11 +40,6 @@ class SchoolCoverage:
         return next(r for r in REASONS if self.reasons[r] == top)
 
 
-def _chunks(values: list, size: int = _IN_CHUNK):
-    for i in range(0, len(values), size):
-        yield values[i:i + size]
-
-
 def _region_tree(conn: Connection, region_code: int) -> tuple[dict, list[dict], dict[int, int | None]]:
     """(the region, its child regions, county code -> the child it falls under)."""
     all_regions = {r.code: dict(r._mapping) for r in conn.execute(select(regions))}
@@ -67,11 +60,10 @@ def _region_tree(conn: Connection, region_code: int) -> tuple[dict, list[dict], 
 
 
 def _schools_in(conn: Connection, county_child: dict[int, int | None]) -> list[Any]:
-    out: list[Any] = []
-    for part in _chunks(sorted(county_child)):
-        out += conn.execute(select(schools.c.id, schools.c.code, schools.c.name, schools.c.county_code)
-                            .where(schools.c.county_code.in_(part)).order_by(schools.c.code)).all()
-    return out
+    s = schools.c
+    return conn.execute(select(s.id, s.code, s.name, s.county_code, s.timezone, s.day_start, s.day_end,
+                               s.weekdays_mask).where(s.county_code.in_(sorted(county_child)))
+                        .order_by(s.code)).all()
 
 
 def _days_short(s: SchoolCoverage, policy: d.CoveragePolicy) -> int:
@@ -80,55 +72,37 @@ def _days_short(s: SchoolCoverage, policy: d.CoveragePolicy) -> int:
 
 def _evaluate(conn: Connection, school_rows: list[Any], first: date, last: date, policy: d.CoveragePolicy,
               week: bool) -> list[SchoolCoverage]:
-    ids = [s.id for s in school_rows]
-    hours: dict[int, SchoolHours] = load_hours(conn, ids)
-    teaching_days = school_days(conn, hours, first, last)
-    spaces: dict[int, list[tuple[int, bool]]] = defaultdict(list)   # school -> [(room, new_style)]
-    a, r = device_assignments.c, rooms.c
-    assigned: dict[int, list[tuple[int, int | None]]] = defaultdict(list)
-    observed: dict[tuple[int, date], float] = {}
-    for part in _chunks(ids):
-        for row in conn.execute(select(r.id, r.school_id, r.new_style)
-                                .where(r.school_id.in_(part), r.teaching_space.is_(True))):
-            spaces[row.school_id].append((row.id, row.new_style))
-        for row in conn.execute(select(a.room_id, a.from_ts, a.to_ts).join(rooms, r.id == a.room_id)
-                                .where(r.school_id.in_(part), r.teaching_space.is_(True))):
-            assigned[row.room_id].append((row.from_ts, row.to_ts))
-        for row in conn.execute(select(room_day.c.room_id, room_day.c.date, room_day.c.in_school_observed_s)
-                                .where(room_day.c.school_id.in_(part), room_day.c.date.between(first, last))):
-            observed[(row.room_id, row.date)] = row.in_school_observed_s
-    out = []
-    for s in school_rows:
-        sc = SchoolCoverage(s.id, s.code, s.name, s.county_code, teaching_spaces=len(spaces[s.id]))
-        days = teaching_days.get(s.id, [])
-        sc.school_days = len(days)
-        new_style_live: Counter = Counter()
-        for day in days:
-            t0, t1 = hours[s.id].bounds(day)
-            need_s = policy.delivered_min * (t1 - t0)    # expected windows x window length
-            instrumented = [(room, ns) for room, ns in spaces[s.id]
-                            if any(f < t1 and (to is None or to > t0) for f, to in assigned.get(room, ()))]
-            live = [(room, ns) for room, ns in instrumented if observed.get((room, day), 0.0) >= need_s]
-            for room, ns in live:
-                if ns:
-                    new_style_live[room] += 1
-            inst_share = len(instrumented) / len(spaces[s.id]) if spaces[s.id] else 0.0
-            live_share = len(live) / len(instrumented) if instrumented else 0.0
-            sc.shares.append((inst_share, live_share))
-            if inst_share >= policy.instrumented_share_min and live_share >= policy.live_share_min:
-                sc.covered_days += 1
-            elif inst_share < policy.instrumented_share_min:
-                sc.reasons["not_enough_rooms_instrumented"] += 1
-            else:
-                failing = [room for room, _ in instrumented if observed.get((room, day), 0.0) < need_s]
-                offline = sum(1 for room in failing if observed.get((room, day), 0.0) == 0)
-                sc.reasons["nodes_offline" if 2 * offline >= len(failing) else "data_gaps"] += 1
-        required = min(policy.week_min_days, len(days)) if week else len(days)
-        sc.covered = bool(days) and sc.covered_days >= required
-        live_days_needed = required if week else 1
-        sc.live_new_style = sum(1 for n in new_style_live.values() if n >= max(1, live_days_needed))
-        out.append(sc)
-    return out
+    counts = day_counts(conn, school_rows, first, last, policy)
+    return [judge(s, counts, counts.school_days[s.id], policy, week) for s in school_rows]
+
+
+def judge(s: Any, counts: DayCounts, days: list[date], policy: d.CoveragePolicy, week: bool, *,
+          new_style: bool = True) -> SchoolCoverage:
+    """The school's coverage over `days` (its school days in the period) from the counts;
+    new_style=False skips counting live new-style spaces (the trend does not show them)."""
+    spaces = counts.spaces.get(s.id, 0)
+    sc = SchoolCoverage(s.id, s.code, s.name, s.county_code, teaching_spaces=spaces, school_days=len(days))
+    for day in days:
+        n_inst, n_live, n_offline = counts.day(s.id, day)
+        inst_share = n_inst / spaces if spaces else 0.0
+        live_share = n_live / n_inst if n_inst else 0.0
+        sc.shares.append((inst_share, live_share))
+        if inst_share >= policy.instrumented_share_min and live_share >= policy.live_share_min:
+            sc.covered_days += 1
+        elif inst_share < policy.instrumented_share_min:
+            sc.reasons["not_enough_rooms_instrumented"] += 1
+        else:
+            failing = n_inst - n_live
+            sc.reasons["nodes_offline" if 2 * n_offline >= failing else "data_gaps"] += 1
+    required = min(policy.week_min_days, len(days)) if week else len(days)
+    sc.covered = bool(days) and sc.covered_days >= required
+    if not new_style:
+        return sc
+    live_days_needed = max(1, required if week else 1)
+    wanted = set(days)
+    sc.live_new_style = sum(1 for live in counts.new_style_live.get(s.id, {}).values()
+                            if len(wanted.intersection(live)) >= live_days_needed)
+    return sc
 
 
 def _summary(items: list[SchoolCoverage], policy: d.CoveragePolicy) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,18 +25,17 @@ class Period:
     start: str            # 'HH:MM' school-local
     end: str
     label: str | None
+    # Parsed once here, not on every use (a school report asks thousands of times).
+    start_min: int = field(init=False, compare=False, repr=False)
+    end_min: int = field(init=False, compare=False, repr=False)
+    minutes: int = field(init=False, compare=False, repr=False)
 
-    @property
-    def start_min(self) -> int:
-        return int(self.start[:2]) * 60 + int(self.start[3:])
-
-    @property
-    def end_min(self) -> int:
-        return int(self.end[:2]) * 60 + int(self.end[3:])
-
-    @property
-    def minutes(self) -> int:
-        return self.end_min - self.start_min
+    def __post_init__(self) -> None:
+        start_min = int(self.start[:2]) * 60 + int(self.start[3:])
+        end_min = int(self.end[:2]) * 60 + int(self.end[3:])
+        object.__setattr__(self, "start_min", start_min)
+        object.__setattr__(self, "end_min", end_min)
+        object.__setattr__(self, "minutes", end_min - start_min)
 
 
 def load_periods(conn: Connection, room_ids: Iterable[int]) -> dict[int, list[Period]]:
@@ -73,8 +72,13 @@ def _booked_masks(periods: list[Period]) -> dict[int, dict[int, int]]:
     """weekday -> hour -> bitmap of booked minutes."""
     out: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for p in periods:
-        for minute in range(p.start_min, p.end_min):
-            out[p.weekday][minute // 60] |= 1 << (minute % 60)
+        # An hour at a time: the period's minutes of that hour as one run of bits.
+        if p.end_min <= p.start_min:
+            continue
+        for hour in range(p.start_min // 60, (p.end_min - 1) // 60 + 1):
+            lo = max(p.start_min, hour * 60) - hour * 60
+            hi = min(p.end_min, hour * 60 + 60) - hour * 60
+            out[p.weekday][hour] |= ((1 << (hi - lo)) - 1) << lo
     return out
 
 

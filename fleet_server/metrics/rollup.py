@@ -1,6 +1,7 @@
 """The rollup job: takes stored windows off `rollup_queue`, attributes each to the room
 its device was in at the window's ts, and adds it to room_hour, room_day and school_day
-in the same transaction that removes it from the queue, so it counts exactly once.
+in the same transaction that removes it from the queue, so it counts exactly once; the
+school-days it touched are counted again into school_cover_day in that transaction.
 
 `run_rollups(engine)` drains the queue once (tests, `campusfleet rollup`); `RollupJob`
 runs it every few seconds in a thread for the server's lifetime."""
@@ -18,11 +19,12 @@ from sqlalchemy import Connection, Engine, case, false, func, select, text, true
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fleet_server.db.metrics_schema import (
-    ADDITIVE, MASKS, QUEUE_TRIGGER, QUEUED_COLUMNS, TRIGGER_DDL, room_day, room_hour, rollup_queue,
-    rollup_state, school_day,
+    ADDITIVE, COVER_STEPS, MASKS, QUEUE_TRIGGER, QUEUED_COLUMNS, TRIGGER_DDL, room_day, room_hour,
+    rollup_queue, rollup_state, school_cover_day, school_day,
 )
 from fleet_server.db.registry_schema import device_assignments, rooms, schools
 from fleet_server.db.schema import windows
+from fleet_server.metrics.coverage_counts import cover_select
 from fleet_server.metrics.hour_buckets import RoomContext, add_window, empty_measures, merge
 from fleet_server.metrics.schooltime import load_hours, zone
 
@@ -208,7 +210,33 @@ def _roll_batch(conn: Connection, limit: int, result: RollupResult) -> int:
             [{"room_id": k[0], "date": k[1], **m} for k, m in days.items()])
     _upsert(conn, school_day, ("school_id", "date"),
             [{"school_id": k[0], "date": k[1], **m} for k, m in schools.items()])
+    refresh_cover(conn, set(schools))
     return len(rows)
+
+
+def refresh_cover(conn: Connection, keys: set[tuple[int, Any]]) -> None:
+    """Count school_cover_day again for the (school_id, date) keys from room_day, in the
+    caller's transaction (after its room_day changes). On PostgreSQL the rows are locked
+    first, in key order, and counted by a later statement: a job counting the same
+    school-day waits for the other to commit and then sees its room_day rows too."""
+    if not keys:
+        return
+    ordered = sorted(keys)
+    zero = {"day_s": 0, "seen": 0, **{f"live_{k}": 0 for k in COVER_STEPS}}
+    c = school_cover_day.c
+    for i in range(0, len(ordered), _IN_CHUNK):
+        chunk = ordered[i:i + _IN_CHUNK]
+        lock = _insert(conn, school_cover_day)
+        conn.execute(lock.on_conflict_do_update(index_elements=["date", "school_id"], set_={"seen": c.seen}),
+                     [{"school_id": k[0], "date": k[1], **zero} for k in chunk])
+        counted = [dict(r._mapping) for r in conn.execute(
+            cover_select(tuple_(room_day.c.school_id, room_day.c.date).in_(chunk)))]
+        if counted:
+            ins = _insert(conn, school_cover_day)
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=["date", "school_id"],
+                set_={name: ins.excluded[name] for name in ("day_s", "seen", *(f"live_{k}" for k in COVER_STEPS))}),
+                counted)
 
 
 # -- entry points ---------------------------------------------------------------------
@@ -262,7 +290,7 @@ def rebuild_rollups(engine: Engine, *, batch: int = BATCH) -> RollupResult:
                                  f"({', '.join(sorted(zones))}) is not supported")
             tz = zone(zones.pop())
             first_day = datetime.fromtimestamp(pruned, tz).date() + timedelta(days=1)
-        for table in (room_hour, room_day, school_day):
+        for table in (room_hour, room_day, school_day, school_cover_day):
             conn.execute(table.delete().where(table.c.date >= first_day) if first_day else table.delete())
         conn.execute(rollup_state.delete().where(rollup_state.c.key != _PRUNED_KEY))
         rows = select(*(windows.c[c] for c in QUEUED_COLUMNS), false())

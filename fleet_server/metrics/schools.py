@@ -22,6 +22,9 @@ ROOM_FIGURES = ("utilisation", "occupied_minutes", "occupied_hours", "available_
                 "data_completeness", "scheduled_minutes", "scheduled_occupied_minutes", "scheduled_utilisation",
                 "no_show_count", "unscheduled_minutes", "occupied_minutes_all_hours")
 
+_HOUR_COLUMNS = ("room_id", "date", "hour", "observed_s", "occupied_s", "in_school_observed_s",
+                 "in_school_occupied_s", "observed_mask", "present_mask", "occupied_mask")
+
 
 def room_rows(conn: Connection, school_id: int, first: date, last: date
               ) -> tuple[dict[str, Any], list[dict[str, Any]], list[Any]]:
@@ -29,8 +32,11 @@ def room_rows(conn: Connection, school_id: int, first: date, last: date
     hours = load_hours(conn, [school_id])[school_id]
     teaching_days = school_days(conn, {school_id: hours}, first, last)[school_id]
     h = room_hour.c
-    hour_rows = list(conn.execute(select(room_hour).where(h.school_id == school_id, h.date.between(first, last))
-                                  .order_by(h.room_id, h.date, h.hour)))
+    # One read of the school's room-hours, with only the columns the usage figures, the
+    # minute rules and the heatmap use (not the environment sums).
+    hour_rows = conn.execute(select(*(h[name] for name in _HOUR_COLUMNS))
+                             .where(h.school_id == school_id, h.date.between(first, last))
+                             .order_by(h.room_id, h.date, h.hour)).all()
     by_room: dict[int, list[Any]] = defaultdict(list)
     for r in hour_rows:
         by_room[r.room_id].append(r)

@@ -3,6 +3,7 @@ shipped GB/T 2260 CSV), schools, rooms, school days, and device room assignments
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,14 @@ def _school(r: Any) -> dict[str, Any]:
 
 
 def list_schools(conn: Connection, *, county: int | None = None, city: int | None = None,
-                 limit: int = 100, offset: int = 0) -> tuple[int, list[dict]]:
+                 limit: int = 100, offset: int = 0, counties: Collection[int] | None = None,
+                 school_ids: Collection[int] | None = None) -> tuple[int, list[dict]]:
+    """counties / school_ids: confine the list (a user's region or school, fleet_server.auth)."""
     stmt = _school_query()
+    if counties is not None:
+        stmt = stmt.where(schools.c.county_code.in_(sorted(counties)))
+    if school_ids is not None:
+        stmt = stmt.where(schools.c.id.in_(sorted(school_ids)))
     if county is not None:
         stmt = stmt.where(schools.c.county_code == county)
     if city is not None:

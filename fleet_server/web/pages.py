@@ -13,7 +13,12 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
+from fleet_server.api.auth_deps import PrincipalDep
 from fleet_server.api.deps import ConnDep, IngestDep
+from fleet_server.auth import scoped_services as scoped
+from fleet_server.auth import scoping
+from fleet_server.auth.errors import Forbidden
+from fleet_server.auth.principal import DEVICES_ASSIGN, DEVICES_COMMAND
 from fleet_server.api.routes import devices as device_routes
 from fleet_server.api.routes import registry as registry_routes
 from fleet_server.api.routes.devices import DeviceId
@@ -71,19 +76,22 @@ async def form_fields(request: Request) -> dict[str, str]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, conn: ConnDep) -> HTMLResponse:
+def home(request: Request, conn: ConnDep, principal: PrincipalDep) -> HTMLResponse:
     r, a = rooms.c, device_assignments.c
-    ids = conn.execute(select(r.school_id).join(device_assignments, a.room_id == r.id)
-                       .where(a.to_ts.is_(None)).distinct().order_by(r.school_id).limit(50)).scalars().all()
+    query = select(r.school_id).join(device_assignments, a.room_id == r.id).where(a.to_ts.is_(None))
+    allowed = scoping.allowed_school_ids(conn, principal)
+    if allowed is not None:
+        query = query.where(r.school_id.in_(sorted(allowed)))
+    ids = conn.execute(query.distinct().order_by(r.school_id).limit(50)).scalars().all()
     schools = [s for s in (registry.get_school(conn, i) for i in ids) if s]
-    total, items = device_svc.list_devices(conn, limit=1000, offset=0)
+    total, items = scoped.list_devices(conn, principal, limit=1000, offset=0)
     return page(request, "home.html", {
         "schools": schools, "devices_total": total, "devices_online": sum(1 for d in items if d["online"]),
         "devices_unassigned": len(views_fleet.unassigned_ids(conn)), "province": PROVINCE})
 
 
 @router.get("/schools/{school_id}", response_class=HTMLResponse)
-def school(request: Request, conn: ConnDep, school_id: int, week: Annotated[str | None, Query()] = None,
+def school(request: Request, conn: ConnDep, principal: PrincipalDep, school_id: int, week: Annotated[str | None, Query()] = None,
            from_: Annotated[str | None, Query(alias="from")] = None,
            to: Annotated[str | None, Query()] = None) -> HTMLResponse:
     """A week (default: this one), or any from/to range such as a term."""
@@ -93,6 +101,7 @@ def school(request: Request, conn: ConnDep, school_id: int, week: Annotated[str 
     else:
         first, last, week = parse_week(week)
     fmt = formatter(request)
+    scoping.check_school(conn, principal, school_id)
     model = views_school.school_page(conn, school_id, first, last, fmt)
     if model is None:
         raise HTTPException(404, f"no school {school_id}")
@@ -103,9 +112,10 @@ def school(request: Request, conn: ConnDep, school_id: int, week: Annotated[str 
 
 
 @router.get("/rooms/{room_id}", response_class=HTMLResponse)
-def room(request: Request, conn: ConnDep, room_id: int,
+def room(request: Request, conn: ConnDep, principal: PrincipalDep, room_id: int,
          day: Annotated[str | None, Query(alias="date")] = None) -> HTMLResponse:
     the_day = parse_day(day)
+    scoping.check_room(conn, principal, room_id)
     model = views_school.room_page(conn, room_id, the_day, formatter(request))
     if model is None:
         raise HTTPException(404, f"no room {room_id}")
@@ -114,7 +124,7 @@ def room(request: Request, conn: ConnDep, room_id: int,
 
 
 @router.get("/regions/{code}", response_class=HTMLResponse)
-def region(request: Request, conn: ConnDep, code: int, week: Annotated[str | None, Query()] = None,
+def region(request: Request, conn: ConnDep, principal: PrincipalDep, code: int, week: Annotated[str | None, Query()] = None,
            day: Annotated[str | None, Query(alias="date")] = None) -> HTMLResponse:
     """Coverage for an ISO week (default: this one) or one school day (?date=)."""
     if day is not None:
@@ -123,6 +133,7 @@ def region(request: Request, conn: ConnDep, code: int, week: Annotated[str | Non
     else:
         first, last, week = parse_week(week)
         period_q, is_week = f"week={week}", True
+    scoping.check_region(conn, principal, code)
     model = views_region.region_page(conn, code, first, last, week=is_week, fmt=formatter(request))
     if model is None:
         raise HTTPException(404, f"no region {code}")
@@ -133,15 +144,23 @@ def region(request: Request, conn: ConnDep, code: int, week: Annotated[str | Non
 
 
 @router.get("/fleet", response_class=HTMLResponse)
-def fleet(request: Request, conn: ConnDep, offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
-    return page(request, "fleet.html", views_fleet.fleet_page(conn, offset=offset))
+def fleet(request: Request, conn: ConnDep, principal: PrincipalDep,
+          offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
+    school_id, region = scoped.device_filters(conn, principal, None, None)
+    return page(request, "fleet.html", views_fleet.fleet_page(
+        conn, offset=offset, school_id=school_id, region=region,
+        show_unassigned=principal.unrestricted or principal.has(DEVICES_ASSIGN)))
 
 
 @router.get("/fleet/devices/{device_id}", response_class=HTMLResponse)
-def fleet_device(request: Request, conn: ConnDep, device_id: DeviceId,
+def fleet_device(request: Request, conn: ConnDep, principal: PrincipalDep, device_id: DeviceId,
                  school: Annotated[int | None, Query()] = None,
                  error: Annotated[str | None, Query(max_length=300)] = None) -> HTMLResponse:
-    model = views_fleet.device_page(conn, device_id, school_id=school)
+    scoping.check_device(conn, principal, device_id)
+    if school is not None:
+        scoping.check_school(conn, principal, school)
+    model = views_fleet.device_page(conn, device_id, school_id=school,
+                                    school_ids=scoping.allowed_school_ids(conn, principal))
     if model is None:
         raise HTTPException(404, f"no device {device_id}")
     now_iso = datetime.now(UTC).isoformat(timespec="seconds")
@@ -157,50 +176,59 @@ def _back(device_id: str, error: str | None = None) -> RedirectResponse:
 
 
 @router.post("/fleet/devices/{device_id}/room")
-async def fleet_assign(request: Request, device_id: DeviceId) -> RedirectResponse:
+async def fleet_assign(request: Request, principal: PrincipalDep, device_id: DeviceId) -> RedirectResponse:
     fields = await form_fields(request)
     raw = fields.get("room_id", "")
     room_id = int(raw) if raw.isdigit() else None
     with request.app.state.engine.connect() as conn:
         try:
-            registry_routes.assign_room(conn, device_id, registry_routes.RoomAssignment(room_id=room_id, from_ts=None))
+            scoping.require_scope(principal, DEVICES_ASSIGN)
+            registry_routes.assign_room(conn, device_id, registry_routes.RoomAssignment(room_id=room_id, from_ts=None),
+                                        principal)
         except HTTPException as e:
             return _back(device_id, str(e.detail))
+        except Forbidden as e:
+            return _back(device_id, str(e))
     return _back(device_id)
 
 
 @router.post("/fleet/devices/{device_id}/commands")
-async def fleet_command(request: Request, ingest: IngestDep, device_id: DeviceId) -> RedirectResponse:
+async def fleet_command(request: Request, principal: PrincipalDep, ingest: IngestDep,
+                        device_id: DeviceId) -> RedirectResponse:
     fields = await form_fields(request)
     op = fields.get("op")
     if op not in ("identify", "sync", "reboot"):
         return _back(device_id, f"unknown command {op!r}")
     with request.app.state.engine.connect() as conn:
         try:
-            device_routes.send_command(conn, ingest, device_id, device_routes.CommandCreate.model_validate({"op": op}))
+            scoping.require_scope(principal, DEVICES_COMMAND)
+            device_routes.send_command(conn, ingest, device_id, device_routes.CommandCreate.model_validate({"op": op}),
+                                       principal)
         except HTTPException as e:
             return _back(device_id, str(e.detail))
+        except Forbidden as e:
+            return _back(device_id, str(e))
     return _back(device_id)
 
 
 # -- CSV for the figures the JSON API has no CSV of (same service calls as the page) --
 
 @router.get("/schools/{school_id}/heatmap.csv")
-def school_heatmap_csv(conn: ConnDep, school_id: int, from_: Annotated[str | None, Query(alias="from")] = None,
+def school_heatmap_csv(conn: ConnDep, principal: PrincipalDep, school_id: int, from_: Annotated[str | None, Query(alias="from")] = None,
                        to: Annotated[str | None, Query()] = None):
     first, last = date_range(from_, to)
-    usage = school_svc.school_usage(conn, school_id, first, last, limit=1, offset=0)
+    usage = scoped.school_usage(conn, principal, school_id, first, last, limit=1, offset=0)
     if usage is None:
         raise HTTPException(404, f"no school {school_id}")
     return csv_response(usage["heatmap"], f"school-{school_id}-heatmap-{first}-{last}.csv")
 
 
 @router.get("/schools/{school_id}/environment.csv")
-def school_environment_csv(conn: ConnDep, school_id: int,
+def school_environment_csv(conn: ConnDep, principal: PrincipalDep, school_id: int,
                            from_: Annotated[str | None, Query(alias="from")] = None,
                            to: Annotated[str | None, Query()] = None):
     first, last = date_range(from_, to)
-    if registry.get_school(conn, school_id) is None:
+    if scoped.get_school(conn, principal, school_id) is None:
         raise HTTPException(404, f"no school {school_id}")
     room_list = registry.list_rooms(conn, school_id)
     env = views_school.room_environments(conn, school_id, first, last, room_list)
@@ -209,8 +237,8 @@ def school_environment_csv(conn: ConnDep, school_id: int,
 
 
 @router.get("/schools/{school_id}/live.csv")
-def school_live_csv(conn: ConnDep, school_id: int):
-    if registry.get_school(conn, school_id) is None:
+def school_live_csv(conn: ConnDep, principal: PrincipalDep, school_id: int):
+    if scoped.get_school(conn, principal, school_id) is None:
         raise HTTPException(404, f"no school {school_id}")
     live = views_school.live_rooms(conn, registry.list_rooms(conn, school_id))
     rows = [{"room_id": r["room"]["id"], "code": r["room"]["code"], "name": r["room"]["name"],
@@ -220,8 +248,10 @@ def school_live_csv(conn: ConnDep, school_id: int):
 
 
 @router.get("/rooms/{room_id}/windows.csv")
-def room_windows_csv(conn: ConnDep, room_id: int, day: Annotated[str | None, Query(alias="date")] = None):
+def room_windows_csv(conn: ConnDep, principal: PrincipalDep, room_id: int,
+                     day: Annotated[str | None, Query(alias="date")] = None):
     the_day = parse_day(day)
+    scoping.check_room(conn, principal, room_id)
     room = room_svc.get_room(conn, room_id)
     if room is None:
         raise HTTPException(404, f"no room {room_id}")

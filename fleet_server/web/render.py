@@ -29,7 +29,10 @@ def page(request: Request, name: str, context: dict[str, Any], *, status_code: i
     switched = request.url.include_query_params(lang=other)
     response = templates.TemplateResponse(request, name, {
         "fmt": fmt, "t": fmt.t, "locale": fmt.locale, "other_locale": other,
-        "switch_url": f"{switched.path}?{switched.query}", **context}, status_code=status_code)
+        "switch_url": f"{switched.path}?{switched.query}",
+        # The signed-in user (logout link) and the session's CSRF token for every POST form.
+        "principal": getattr(request.state, "principal", None),
+        "csrf_token": getattr(request.state, "csrf_token", ""), **context}, status_code=status_code)
     response.headers["Vary"] = "Accept-Language, Cookie"
     if request.query_params.get("lang") in LOCALES:
         response.set_cookie(COOKIE, fmt.locale, max_age=COOKIE_MAX_AGE_S, samesite="lax", httponly=True)

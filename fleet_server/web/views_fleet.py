@@ -22,9 +22,12 @@ def unassigned_ids(conn: Connection, limit: int = UNASSIGNED_SHOWN) -> list[str]
                              .order_by(devices.c.device_id).limit(limit)).scalars())
 
 
-def fleet_page(conn: Connection, *, offset: int) -> dict[str, Any]:
-    total, items = device_svc.list_devices(conn, limit=PAGE, offset=offset)
-    unassigned = [d for d in (device_svc.get_device(conn, i) for i in unassigned_ids(conn)) if d]
+def fleet_page(conn: Connection, *, offset: int, school_id: int | None = None, region: int | None = None,
+               show_unassigned: bool = True) -> dict[str, Any]:
+    """school_id / region: a user's confinement (fleet_server.auth.scoped_services)."""
+    total, items = device_svc.list_devices(conn, limit=PAGE, offset=offset, school_id=school_id, region=region)
+    unassigned = ([d for d in (device_svc.get_device(conn, i) for i in unassigned_ids(conn)) if d]
+                  if show_unassigned else [])
     rooms: dict[int, dict] = {}
     for d in items:
         if d["room_id"] is not None and d["room_id"] not in rooms:
@@ -34,13 +37,15 @@ def fleet_page(conn: Connection, *, offset: int) -> dict[str, Any]:
             "rooms": rooms, "online": sum(1 for d in items if d["online"])}
 
 
-def device_page(conn: Connection, device_id: str, *, school_id: int | None) -> dict[str, Any] | None:
+def device_page(conn: Connection, device_id: str, *, school_id: int | None,
+                school_ids: set[int] | None = None) -> dict[str, Any] | None:
+    """school_ids: the schools the user may pick from (None = all)."""
     device = device_svc.get_device(conn, device_id)
     if device is None:
         return None
     current = registry.current_assignment(conn, device_id)
     chosen = school_id if school_id is not None else current["school_id"]
-    _, schools = registry.list_schools(conn, limit=SCHOOLS_IN_PICKER, offset=0)
+    _, schools = registry.list_schools(conn, limit=SCHOOLS_IN_PICKER, offset=0, school_ids=school_ids)
     commands = device_svc.list_commands(conn, device_id)
     return {"device": device, "current": current, "history": registry.assignment_history(conn, device_id),
             "schools": schools, "school_id": chosen,

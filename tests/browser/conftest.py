@@ -26,6 +26,8 @@ SCHOOL_S = 10 * 3600               # 07:30-17:30
 SPEED = 1200
 # (room code, name, type, new_style, scenario, seed): nodes in the first three, the
 # fourth (a new-style space) gets the unassigned node in the fleet test.
+# The browser logs in through the real login page as this operator (fed fixture).
+WEB_USER, WEB_PASSWORD = "web-operator", "browser-tests-password"
 ROOMS = (("C1", "一年级(1)班", "classroom", 0, "classroom", 3), ("C2", "一年级(2)班", "classroom", 0, "classroom", 8),
          ("L1", "科学实验室", "lab", 0, "lab", 5), ("N1", "未来教室", "new_style", 1, None, 0))
 
@@ -115,6 +117,7 @@ def fed(browser_broker, tmp_path_factory) -> Iterator[FedServer]:
     settings = Settings(db=f"sqlite:///{tmp}/fleet.db", mqtt=mosquitto.url,
                         ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}")
     srv = FleetServer(settings).start()
+    srv.add_user(WEB_USER, "operator", password=WEB_PASSWORD)
     start = a_recent_weekday()
     t0 = int(start.timestamp())
     end_ts = t0 + SCHOOL_S
@@ -195,6 +198,13 @@ def open_page(browser, base_url: str, locale: str) -> tuple[object, RecordedPage
     context = browser.new_context(locale=locale, viewport={"width": 1200, "height": 900},
                                   service_workers="block")
     page = context.new_page()
+    # Log in through the login page, as a user does; the session cookie stays in the context.
+    page.goto(base_url + "/fleet")
+    assert "/login" in page.url, page.url
+    page.fill("#username", WEB_USER)
+    page.fill("#password", WEB_PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(f"{base_url}/fleet")
     rec = RecordedPage(page, base_url)
 
     def route(r):

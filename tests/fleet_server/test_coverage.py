@@ -150,3 +150,127 @@ def test_coverage_csv_has_a_row_per_school(server, province):
     rows = {row["code"]: row for row in csv.DictReader(io.StringIO(r.content.decode("utf-8-sig")))}
     assert sorted(rows) == list("ABCDEFGH")
     assert rows["A"]["covered"] == "True" and rows["B"]["reason"] == "not_enough_rooms_instrumented"
+
+
+# -- trend over weeks ------------------------------------------------------------------
+
+def deliver_full_days(server, devices: list[str], days: list[date]) -> None:
+    """Each device delivers every window of those school days (seq past the fixture's)."""
+    rows = [{"device_id": dev, "seq": 100_000 + day.toordinal() * 1000 + k, "ts": at(day, 7, 30) + k * WIN_S,
+             "win": WIN_S, "occupied_s": 100, "present": True, "co2_ppm": 800, "received_s": 0.0}
+            for dev in devices for day in days for k in range(DAY_WINDOWS)]
+    engine = server.app.state.engine
+    with engine.begin() as conn:
+        conn.execute(insert(windows), rows)
+    run_rollups(engine)
+
+
+def devices_of(*numbers: int) -> list[str]:
+    # The fixture numbers devices in SCHOOLS order: A 1-5, ..., E 16-19, ..., H 25-26.
+    return [f"cf-0000c0{n:06x}" for n in numbers]
+
+
+@pytest.fixture
+def three_weeks(server, province):
+    """W09: nothing installed yet. W10: the fixture's week. W11: A delivers Monday to
+    Thursday (4 days: covered), H all week (covered), E Monday to Wednesday (3: not)."""
+    w11 = MONDAY + timedelta(weeks=1)
+    deliver_full_days(server, devices_of(1, 2, 3, 4, 5), [w11 + timedelta(days=i) for i in range(4)])
+    deliver_full_days(server, devices_of(25, 26), [w11 + timedelta(days=i) for i in range(5)])
+    deliver_full_days(server, devices_of(16, 17, 18, 19), [w11 + timedelta(days=i) for i in range(3)])
+    return province
+
+
+def test_trend_gives_each_iso_week_as_the_week_view_does(server, three_weeks):
+    t = server.get("/api/v1/coverage/trend", params={"region": 330000, "week": "2026-W11", "weeks": 3})
+    assert t["region"]["code"] == 330000 and t["policy"]["goal"] == 0.95
+    assert [(w["week"], w["from"], w["to"]) for w in t["weeks"]] == [
+        ("2026-W09", "2026-02-23", "2026-03-01"), ("2026-W10", "2026-03-02", "2026-03-08"),
+        ("2026-W11", "2026-03-09", "2026-03-15")]
+    assert [figures(w) for w in t["weeks"]] == [(8, 0, 0.0, 8), (8, 3, 0.375, 5), (8, 2, 0.25, 6)]
+    assert all(w["goal"] == 0.95 and w["meets_goal"] is False for w in t["weeks"])
+    for w in t["weeks"]:
+        week = server.get("/api/v1/coverage", params={"region": 330000, "week": w["week"]})
+        assert figures(week) == figures(w)
+    hz = server.get("/api/v1/coverage/trend", params={"region": 330100, "week": "2026-W11", "weeks": 2})
+    assert [figures(w) for w in hz["weeks"]] == [(7, 2, round(2 / 7, 4), 5), (7, 1, round(1 / 7, 4), 6)]
+
+
+def test_trend_uses_the_policy_given(server, three_weeks):
+    t = server.get("/api/v1/coverage/trend", params={"region": 330000, "week": "2026-W11", "weeks": 1,
+                                                     "week_min_days": 3})
+    assert t["policy"]["week_min_days"] == 3
+    assert figures(t["weeks"][0]) == (8, 3, 0.375, 5)          # E's three days now count
+
+
+def test_trend_csv_and_defaults(server, three_weeks):
+    r = server.http.get("/api/v1/coverage/trend", params={"region": 330000, "week": "2026-W11", "weeks": 3,
+                                                          "format": "csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [(x["week"], x["covered"], x["schools"], x["gap_schools"]) for x in rows] == [
+        ("2026-W09", "0", "8", "8"), ("2026-W10", "3", "8", "5"), ("2026-W11", "2", "8", "6")]
+    assert rows[0]["goal"] == "0.95" and rows[0]["instrumented_share_min"] == "0.8"
+    assert rows[0]["week_min_days"] == "4"
+    twelve = server.get("/api/v1/coverage/trend", params={"region": 330000, "week": "2026-W11"})
+    assert len(twelve["weeks"]) == 12 and twelve["weeks"][0]["week"] == "2025-W52"
+    assert [w["week"] for w in twelve["weeks"]][-2:] == ["2026-W10", "2026-W11"]
+    now = server.get("/api/v1/coverage/trend", params={"region": 330000, "weeks": 1})
+    assert len(now["weeks"]) == 1
+    for params, status in (({"region": 330000, "weeks": 0}, 422), ({"region": 330000, "week": "2026-W60"}, 422),
+                           ({"region": 339999}, 404)):
+        assert server.http.get("/api/v1/coverage/trend", params=params).status_code == status
+
+
+@pytest.mark.parametrize("delivered_min", [0.9, 0.5, 0.05, 1.0, 0.93])
+def test_school_cover_day_gives_what_room_day_gives(server, three_weeks, monkeypatch, delivered_min):
+    """Coverage read from school_cover_day (delivered_min on its 0.05 grid) equals coverage
+    counted from room_day room by room, for every view; and the rollup job's
+    incremental counts equal a full recount of room_day."""
+    from fleet_server.db.metrics_schema import school_cover_day
+    from fleet_server.metrics import coverage as cov
+    from fleet_server.metrics import coverage_counts as cc
+    from fleet_server.metrics.coverage_trend import coverage_trend
+    from fleet_server.metrics.definitions import CoveragePolicy
+    from fleet_server.metrics.schooltime import iso_week
+
+    def rooms_of(code: str) -> dict[str, int]:
+        return {r["code"]: r["id"] for r in server.get(f"/api/v1/schools/{three_weeks[code]}/rooms")}
+    w11 = MONDAY + timedelta(weeks=1)
+    # A node in E's library (not a teaching space), and A's R2 node moving to B's R1 on
+    # W11's Friday: rooms the counts must leave out or judge room by room.
+    lib, mover = "cf-0000c0ff0001", devices_of(2)[0]
+    r = server.http.put(f"/api/v1/devices/{lib}/room",
+                        json={"room_id": rooms_of("E")["LIB"], "from_ts": at(MONDAY, 0, 0)})
+    assert r.status_code == 200
+    r = server.http.put(f"/api/v1/devices/{mover}/room",
+                        json={"room_id": rooms_of("B")["R1"], "from_ts": at(w11 + timedelta(days=4), 0, 0)})
+    assert r.status_code == 200
+    deliver_full_days(server, [lib], [w11 + timedelta(days=i) for i in range(5)])
+    deliver_full_days(server, [mover], [w11 + timedelta(days=4)])
+
+    engine = server.app.state.engine
+    with engine.connect() as conn:
+        kept = sorted(tuple(r) for r in conn.execute(select(school_cover_day)))
+        recount = sorted(tuple(r) for r in conn.execute(cc.cover_select()))
+        assert kept == recount and kept
+
+    policy = CoveragePolicy(delivered_min=delivered_min)
+    monday, sunday = iso_week(2026, 10)
+
+    def views(conn):
+        out = []
+        for region in (330000, 330100, 330106, 330122, 330206):
+            out.append(cov.coverage(conn, region, MONDAY, MONDAY, week=False, policy=policy))
+            out.append(cov.coverage(conn, region, monday, sunday, week=True, policy=policy))
+            out.append(cov.coverage(conn, region, w11, w11 + timedelta(days=6), week=True, policy=policy))
+            out.append(cov.coverage(conn, region, w11 + timedelta(days=4), w11 + timedelta(days=4), week=False,
+                                    policy=policy))
+            out.append(coverage_trend(conn, region, w11, 3, policy=policy))
+        return out
+
+    with engine.connect() as conn:
+        fast = views(conn)
+        monkeypatch.setattr(cc, "cover_step", lambda _d: None)
+        slow = views(conn)
+    assert fast == slow

@@ -314,3 +314,45 @@ def test_cli_rollup_runs_once_and_rebuilds(tmp_path):
     assert rebuilt.exit_code == 0 and "rolled up 7 windows" in rebuilt.output
     assert dump(eng) == before and hour_row(eng, rid, 14)["occupied_s"] == 140
     eng.dispose()
+
+
+def _cover_equals_recount(engine) -> list[tuple]:
+    """school_cover_day as the job kept it, after checking it against a full recount."""
+    from fleet_server.db.metrics_schema import school_cover_day
+    from fleet_server.metrics.coverage_counts import cover_select
+    with engine.connect() as conn:
+        kept = sorted(tuple(r) for r in conn.execute(select(school_cover_day)))
+        assert kept == sorted(tuple(r) for r in conn.execute(cover_select()))
+    return kept
+
+
+def test_school_cover_day_follows_room_day_with_concurrent_jobs_and_a_rebuild(engine):
+    ids = room_ids(engine)
+    devs = [f"cf-0000000002{i:02x}" for i in range(4)]
+    for i, dev in enumerate(devs):
+        assign(engine, dev, ids["A101" if i % 2 else "A102"], at(0, 0))
+    # A101's two nodes over the whole school day; A102's two 100 + 300 minutes (2/3 of it).
+    for i, dev in enumerate(devs):
+        n = 600 if i % 2 else 100 + 100 * i
+        store(engine, *(win(dev, k, at(7, 30) + 60 * k, 30) for k in range(n)))
+    errors: list[BaseException] = []
+
+    def job():
+        try:
+            run_rollups(engine, batch=97)
+        except BaseException as e:   # reported below
+            errors.append(e)
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    run_rollups(engine)
+    kept = _cover_equals_recount(engine)
+    row = {k: v for k, v in zip(("date", "school_id", "day_s", "seen"), kept[0][:4])}
+    assert len(kept) == 1 and row["day_s"] == 36000 and row["seen"] == 2
+    live = dict(zip(range(5, 101, 5), kept[0][4:]))
+    assert (live[65], live[70], live[100]) == (2, 1, 1)
+    assert rebuild_rollups(engine).windows == 1600
+    assert _cover_equals_recount(engine) == kept

@@ -40,7 +40,8 @@ def fleet(server) -> FleetServer:
 
 @pytest.fixture
 def api(fleet) -> FleetApi:
-    return FleetApi(fleet.base_url, token="technician-token")
+    fleet.add_user("technician", "technician")
+    return FleetApi(fleet.base_url, token=fleet.token_for("technician"))
 
 
 @pytest.fixture

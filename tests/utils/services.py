@@ -19,6 +19,8 @@ import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fleet_server.app import create_app
+from fleet_server.auth import tokens as auth_tokens
+from fleet_server.auth import users as auth_users
 from fleet_server.settings import Settings
 
 
@@ -124,6 +126,7 @@ class FleetServer:
                                                      log_level="warning", lifespan="on"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self.http = httpx.Client(base_url=self.base_url, timeout=10)
+        self.token: str | None = None
 
     def start(self) -> FleetServer:
         self._thread.start()
@@ -133,7 +136,30 @@ class FleetServer:
         ingest = self.app.state.ingest
         if ingest is not None and not ingest.wait_connected(10):
             raise AssertionError("ingest did not connect to the broker")
+        if self.settings.auth_required:
+            # Auth is on, as in production: the tests' client acts as an operator through
+            # an API token (tests of roles make their own users and tokens).
+            self.add_user("test-operator", "operator")
+            self.token = self.token_for("test-operator")
+            self.http.headers["Authorization"] = f"Bearer {self.token}"
         return self
+
+    def add_user(self, username: str, role: str, *, password: str | None = None, region_code: int | None = None,
+                 school_id: int | None = None) -> auth_users.User:
+        with self.app.state.engine.begin() as conn:
+            return auth_users.create_user(conn, username, role, password=password, region_code=region_code,
+                                          school_id=school_id)
+
+    def token_for(self, username: str, scopes: frozenset[str] | None = None, expires_days: float | None = 1) -> str:
+        with self.app.state.engine.begin() as conn:
+            user = auth_users.get_user_by_name(conn, username)
+            token, _ = auth_tokens.create_token(conn, user, name="tests", scopes=scopes, expires_days=expires_days)
+        return token
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """A client of its own (no default credentials unless `token`); the caller closes it."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, timeout=10, headers=headers)
 
     def stop(self) -> None:
         self.http.close()
@@ -203,3 +229,25 @@ class Recorder:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def clear_retained(broker: "Mosquitto", topic: str = "campus/v1/#", quiet_s: float = 0.2) -> int:
+    """Delete every retained message under `topic` (an empty retained publish each);
+    returns how many there were."""
+    retained: set[str] = set()
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"clear-{free_port()}")
+    client.on_message = lambda c, u, m: retained.add(m.topic) if m.retain and m.payload else None
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        client.subscribe(topic, qos=1)
+        subscribed.wait(5)
+        time.sleep(quiet_s)      # retained messages come right after the SUBACK
+        for t in sorted(retained):
+            client.publish(t, b"", qos=1, retain=True).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(retained)

@@ -9,7 +9,11 @@ from pydantic import BaseModel, Field
 
 from fleet_server.alerts import service as alert_svc
 from fleet_server.alerts.rules import DEFINITIONS
+from fleet_server.api.auth_deps import PrincipalDep, require
 from fleet_server.api.deps import ConnDep
+from fleet_server.auth import audit, scoped_services as scoped
+from fleet_server.auth.principal import ALERTS_ACK, Principal
+from fleet_server.auth.scoping import check_school
 from fleet_server.api.routes.metrics import FormatQ, csv_response
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
@@ -54,7 +58,7 @@ class AckBody(BaseModel):
     200: {"model": AlertPage, "content": {"text/csv": {"schema": {"type": "string"}}},
           "description": "JSON page, newest first; with format=csv every matching alert as a streamed "
                          "CSV (UTF-8 with BOM, detail as JSON text)"}})
-def list_alerts(conn: ConnDep,
+def list_alerts(conn: ConnDep, principal: PrincipalDep,
                 state: Annotated[Literal["open", "acked", "resolved", "all"],
                                  Query(description=DEFINITIONS["state"])] = "all",
                 kind: Annotated[Kind | None, Query(description="offline | co2_breach | sensor_failed")] = None,
@@ -67,11 +71,10 @@ def list_alerts(conn: ConnDep,
                 offset: Annotated[int, Query(ge=0)] = 0) -> Any:
     """Alerts: a node offline for more than 30 minutes of school hours, a room's CO2
     over 1500 ppm while occupied (one per episode, with its peak), a failed sensor."""
-    counties = None
-    if region is not None:
-        counties = alert_svc.region_counties(conn, region)
-        if counties is None:
-            raise HTTPException(404, f"no region {region}")
+    try:
+        school_id, counties = scoped.alert_filters(conn, principal, school_id=school_id, region=region)
+    except LookupError as e:
+        raise HTTPException(404, str(e)) from None
     if format == "csv":
         rows = alert_svc.alert_rows(conn, state=state, kind=kind, school_id=school_id, counties=counties,
                                     device_id=device_id)
@@ -81,11 +84,16 @@ def list_alerts(conn: ConnDep,
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertPublic, responses={404: {"description": "no such alert"}})
-def ack_alert(conn: ConnDep, alert_id: Annotated[int, Path(ge=1)], body: AckBody) -> Any:
+def ack_alert(conn: ConnDep, alert_id: Annotated[int, Path(ge=1)], body: AckBody,
+              principal: Annotated[Principal, require(ALERTS_ACK)]) -> Any:
     """Acknowledge an alert. Idempotent: acknowledging again keeps the first ack and
     returns the alert unchanged. An acknowledged alert still resolves by itself."""
+    found = alert_svc.get_alert(conn, alert_id)
+    if found is not None and found["school_id"] is not None:
+        check_school(conn, principal, found["school_id"])
     result = alert_svc.ack(conn, alert_id, by=body.by, note=body.note, now_s=time.time())
     if result is None:
         raise HTTPException(404, f"no alert {alert_id}")
+    audit.record(conn, principal, "alert.ack", ("alert", alert_id), {"by": body.by, "note": body.note})
     conn.commit()
     return result

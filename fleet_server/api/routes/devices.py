@@ -7,7 +7,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from fleet_server.api.auth_deps import PrincipalDep, require
 from fleet_server.api.deps import ConnDep, IngestDep
+from fleet_server.auth import audit, scoped_services as scoped
+from fleet_server.auth.principal import DEVICES_COMMAND, Principal
+from fleet_server.auth.scoping import check_device
 from fleet_server.api.routes.metrics import FormatQ, RangeDep, csv_response
 from fleet_server.metrics.retention import retained_from_s
 from fleet_server.services import devices as svc
@@ -38,7 +42,7 @@ _CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema"
 
 
 @router.get("", response_model=None, responses={200: {"model": DevicePage, **_CSV[200]}})
-def list_devices(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+def list_devices(conn: ConnDep, principal: PrincipalDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0)] = 0,
                  state: Annotated[Literal["online", "offline"] | None, Query()] = None,
                  assigned: Annotated[bool | None, Query(description="false: the unassigned devices")] = None,
@@ -48,7 +52,7 @@ def list_devices(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=1000)] = 10
     CSV: every matching device (no paging)."""
     try:
         # CSV: every matching device, not one page.
-        total, items = svc.list_devices(conn, limit=None if format == "csv" else limit,
+        total, items = scoped.list_devices(conn, principal, limit=None if format == "csv" else limit,
                                         offset=0 if format == "csv" else offset, state=state,
                                         assigned=assigned, school_id=school_id, region=region)
         if format == "csv":
@@ -59,11 +63,11 @@ def list_devices(conn: ConnDep, limit: Annotated[int, Query(ge=1, le=1000)] = 10
 
 
 @router.get("/firmware", response_model=None, responses=_CSV)
-def firmware_spread(conn: ConnDep, region: RegionQ = None, school_id: SchoolQ = None,
+def firmware_spread(conn: ConnDep, principal: PrincipalDep, region: RegionQ = None, school_id: SchoolQ = None,
                     format: FormatQ = "json") -> Any:
     """Firmware version spread: devices (and those online) per version, most common first."""
     try:
-        result = health_svc.firmware_spread(conn, region=region, school_id=school_id)
+        result = scoped.firmware_spread(conn, principal, region=region, school_id=school_id)
     except svc.UnknownRegion as e:
         raise HTTPException(404, str(e)) from None
     if format == "csv":
@@ -72,7 +76,8 @@ def firmware_spread(conn: ConnDep, region: RegionQ = None, school_id: SchoolQ = 
 
 
 @router.get("/{device_id}")
-def get_device(conn: ConnDep, device_id: DeviceId) -> dict:
+def get_device(conn: ConnDep, principal: PrincipalDep, device_id: DeviceId) -> dict:
+    check_device(conn, principal, device_id)
     device = svc.get_device(conn, device_id)
     if device is None:
         raise HTTPException(404, f"no device {device_id}")
@@ -80,9 +85,11 @@ def get_device(conn: ConnDep, device_id: DeviceId) -> dict:
 
 
 @router.post("/{device_id}/commands", status_code=202)
-def send_command(conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: CommandCreate) -> dict:
+def send_command(conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: CommandCreate,
+                 principal: Annotated[Principal, require(DEVICES_COMMAND)]) -> dict:
     """Queue a command to the node (QoS 1; held by the broker while the node is away).
     Its result appears in GET .../commands once the node acks."""
+    check_device(conn, principal, device_id)
     if svc.get_device(conn, device_id) is None:
         raise HTTPException(404, f"no device {device_id}")
     if ingest is None:
@@ -91,6 +98,8 @@ def send_command(conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: Co
     cmd = svc.new_command(body.op, body.args, exp=int(now) + body.ttl_s)
     # Recorded before it is sent, so a fast ack always finds its command.
     svc.record_command(conn, device_id=device_id, cmd=cmd, created_s=now)
+    audit.record(conn, principal, "device.command", ("device", device_id),
+                 {"op": body.op, "args": body.args, "cmd_id": cmd["id"]})
     conn.commit()
     try:
         ingest.publish_command(device_id, cmd)
@@ -102,15 +111,17 @@ def send_command(conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: Co
 
 
 @router.get("/{device_id}/commands")
-def list_commands(conn: ConnDep, device_id: DeviceId) -> list[dict]:
+def list_commands(conn: ConnDep, principal: PrincipalDep, device_id: DeviceId) -> list[dict]:
+    check_device(conn, principal, device_id)
     return svc.list_commands(conn, device_id)
 
 
 @router.get("/{device_id}/completeness", response_model=None, responses=_CSV)
-def completeness(request: Request, conn: ConnDep, device_id: DeviceId, dates: RangeDep,
+def completeness(request: Request, conn: ConnDep, principal: PrincipalDep, device_id: DeviceId, dates: RangeDep,
                  format: FormatQ = "json") -> Any:
     """Per school-local day: windows expected for the time the device was assigned
     (86400 / window_s for a full day) vs received, and the share."""
+    check_device(conn, principal, device_id)
     days = request.app.state.settings.retention_days
     result = health_svc.completeness(conn, device_id, *dates, retained_from_s=retained_from_s(days))
     if result is None:
@@ -121,9 +132,11 @@ def completeness(request: Request, conn: ConnDep, device_id: DeviceId, dates: Ra
 
 
 @router.get("/{device_id}/health", response_model=None, responses=_CSV)
-def device_health(conn: ConnDep, device_id: DeviceId, dates: RangeDep, format: FormatQ = "json") -> Any:
+def device_health(conn: ConnDep, principal: PrincipalDep, device_id: DeviceId, dates: RangeDep,
+                  format: FormatQ = "json") -> Any:
     """Heap, RSSI, reboots, reset causes and sensor state changes over school-local days,
     from every status the node sent; CSV: the status series."""
+    check_device(conn, principal, device_id)
     result = health_svc.health(conn, device_id, *dates)
     if result is None:
         raise HTTPException(404, f"no device {device_id}")

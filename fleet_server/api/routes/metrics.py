@@ -12,9 +12,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet_server.api.auth_deps import PrincipalDep
 from fleet_server.api.deps import ConnDep
+from fleet_server.auth import scoped_services as scoped
 from fleet_server.db.registry_schema import SCHOOL_TIMEZONE
 from fleet_server.metrics import coverage as coverage_svc
+from fleet_server.metrics import coverage_trend as trend_svc
 from fleet_server.metrics import rooms as room_svc
 from fleet_server.metrics import schools as school_svc
 from fleet_server.metrics.definitions import MAX_RANGE_DAYS, CoveragePolicy
@@ -131,10 +134,10 @@ class Coverage(_Open):
 
 
 @router.get("/rooms/{room_id}/usage", response_model=None, responses=_documented(RoomUsage))
-def room_usage(conn: ConnDep, room_id: int, dates: RangeDep, format: FormatQ = "json") -> Any:
+def room_usage(conn: ConnDep, principal: PrincipalDep, room_id: int, dates: RangeDep, format: FormatQ = "json") -> Any:
     """Utilisation, occupied hours, weekday x hour heatmap, per-period use against the
     timetable, no-shows and unscheduled use of one room over school-local dates."""
-    result = room_svc.room_usage(conn, room_id, *dates)
+    result = scoped.room_usage(conn, principal, room_id, *dates)
     if result is None:
         raise HTTPException(404, f"no room {room_id}")
     if format == "csv":
@@ -143,10 +146,10 @@ def room_usage(conn: ConnDep, room_id: int, dates: RangeDep, format: FormatQ = "
 
 
 @router.get("/rooms/{room_id}/environment", response_model=None, responses=_documented(RoomEnvironment))
-def room_environment(conn: ConnDep, room_id: int, dates: RangeDep, format: FormatQ = "json") -> Any:
+def room_environment(conn: ConnDep, principal: PrincipalDep, room_id: int, dates: RangeDep, format: FormatQ = "json") -> Any:
     """Minutes over the CO2 thresholds, the worst hour, shares of occupied time in the
     temperature, humidity and light bands, and unoccupied background noise."""
-    result = room_svc.room_environment(conn, room_id, *dates)
+    result = scoped.room_environment(conn, principal, room_id, *dates)
     if result is None:
         raise HTTPException(404, f"no room {room_id}")
     if format == "csv":
@@ -155,31 +158,48 @@ def room_environment(conn: ConnDep, room_id: int, dates: RangeDep, format: Forma
 
 
 @router.get("/schools/{school_id}/usage", response_model=None, responses=_documented(SchoolUsage))
-def school_usage(conn: ConnDep, school_id: int, dates: RangeDep, format: FormatQ = "json",
+def school_usage(conn: ConnDep, principal: PrincipalDep, school_id: int, dates: RangeDep, format: FormatQ = "json",
                  limit: LimitQ = 100, offset: OffsetQ = 0) -> Any:
     """The school's rooms rolled up: utilisation, rooms ranked (paginated), rooms never
     used and over-used, no-shows, unscheduled use and environment. CSV: every room."""
     if format == "csv":
-        rows = school_svc.school_usage_rows(conn, school_id, *dates)
+        rows = scoped.school_usage_rows(conn, principal, school_id, *dates)
         if rows is None:
             raise HTTPException(404, f"no school {school_id}")
         return csv_response(rows, f"school-{school_id}-usage-{dates[0]}-{dates[1]}.csv")
-    result = school_svc.school_usage(conn, school_id, *dates, limit=limit, offset=offset)
+    result = scoped.school_usage(conn, principal, school_id, *dates, limit=limit, offset=offset)
     if result is None:
         raise HTTPException(404, f"no school {school_id}")
     return result
 
 
+def coverage_policy(
+        instrumented_share_min: Annotated[float, Query(gt=0, le=1)] = CoveragePolicy.instrumented_share_min,
+        live_share_min: Annotated[float, Query(gt=0, le=1)] = CoveragePolicy.live_share_min,
+        delivered_min: Annotated[float, Query(gt=0, le=1)] = CoveragePolicy.delivered_min,
+        week_min_days: Annotated[int, Query(ge=1, le=7)] = CoveragePolicy.week_min_days) -> CoveragePolicy:
+    return CoveragePolicy(instrumented_share_min, live_share_min, delivered_min, week_min_days)
+
+
+PolicyDep = Annotated[CoveragePolicy, Depends(coverage_policy)]
+RegionQ = Annotated[int, Query(ge=100000, le=999999, description="GB/T 2260 code: province, city or county")]
+
+
+def _parse_week(week: str) -> tuple[date, date]:
+    m = _WEEK.match(week)
+    try:
+        if not m:
+            raise ValueError
+        return iso_week(int(m.group(1)), int(m.group(2)))
+    except ValueError:
+        raise HTTPException(422, f"week: {week!r} is not an ISO week YYYY-Www") from None
+
+
 @router.get("/coverage", response_model=None, responses=_documented(Coverage))
-def coverage(conn: ConnDep,
-             region: Annotated[int, Query(ge=100000, le=999999, description="GB/T 2260 code: province, city or county")],
+def coverage(conn: ConnDep, principal: PrincipalDep, region: RegionQ, policy: PolicyDep,
              day: Annotated[str | None, Query(alias="date", description="one school day YYYY-MM-DD "
                                               "(default: today, Asia/Shanghai)")] = None,
              week: Annotated[str | None, Query(description="an ISO week YYYY-Www instead of a date")] = None,
-             instrumented_share_min: Annotated[float, Query(gt=0, le=1)] = CoveragePolicy.instrumented_share_min,
-             live_share_min: Annotated[float, Query(gt=0, le=1)] = CoveragePolicy.live_share_min,
-             delivered_min: Annotated[float, Query(gt=0, le=1)] = CoveragePolicy.delivered_min,
-             week_min_days: Annotated[int, Query(ge=1, le=7)] = CoveragePolicy.week_min_days,
              format: FormatQ = "json", limit: LimitQ = 100, offset: OffsetQ = 0) -> Any:
     """Smart-campus coverage of a region for a school day or an ISO week: the policy
     used, coverage against the 95% goal and the schools still needed, per child region,
@@ -188,23 +208,47 @@ def coverage(conn: ConnDep,
     if day is not None and week is not None:
         raise HTTPException(422, "give date or week, not both")
     if week is not None:
-        m = _WEEK.match(week)
-        try:
-            if not m:
-                raise ValueError
-            first, last = iso_week(int(m.group(1)), int(m.group(2)))
-        except ValueError:
-            raise HTTPException(422, f"week: {week!r} is not an ISO week YYYY-Www") from None
+        first, last = _parse_week(week)
     else:
         first = last = _parse_date("date", day) if day is not None else _today()
-    policy = CoveragePolicy(instrumented_share_min, live_share_min, delivered_min, week_min_days)
     if format == "csv":
-        rows = coverage_svc.coverage_rows(conn, region, first, last, week=week is not None, policy=policy)
+        rows = scoped.coverage_rows(conn, principal, region, first, last, week=week is not None, policy=policy)
         if rows is None:
             raise HTTPException(404, f"no region {region}")
         return csv_response(rows, f"coverage-{region}-{week or first}.csv")
-    result = coverage_svc.coverage(conn, region, first, last, week=week is not None, policy=policy,
+    result = scoped.coverage(conn, principal, region, first, last, week=week is not None, policy=policy,
                                    limit=limit, offset=offset)
     if result is None:
         raise HTTPException(404, f"no region {region}")
+    return result
+
+
+class CoverageTrend(_Open):
+    region: dict[str, Any]
+    policy: dict[str, Any]
+    weeks: list[dict[str, Any]] = Field(description="oldest first: {week, from, to, schools, covered, coverage, "
+                                                    "meets_goal, gap_schools, schools_without_school_days, goal}")
+    definitions: dict[str, str]
+
+
+@router.get("/coverage/trend", response_model=None, responses=_documented(CoverageTrend))
+def coverage_trend(conn: ConnDep, principal: PrincipalDep, region: RegionQ, policy: PolicyDep,
+                   weeks: Annotated[int, Query(ge=1, le=trend_svc.MAX_WEEKS, description="how many ISO weeks")] = 12,
+                   week: Annotated[str | None, Query(description="the last ISO week YYYY-Www "
+                                                     "(default: the current week, Asia/Shanghai)")] = None,
+                   format: FormatQ = "json") -> Any:
+    """Coverage of a region per ISO week, oldest first, ending with `week`: covered and
+    total schools, coverage, the schools still needed for the 95% goal, and the policy
+    used; each week judged as GET /coverage?week= judges it."""
+    if week is not None:
+        last_monday = _parse_week(week)[0]
+    else:
+        today = _today()
+        last_monday = today - timedelta(days=today.weekday())
+    result = scoped.coverage_trend(conn, principal, region, last_monday, weeks, policy=policy)
+    if result is None:
+        raise HTTPException(404, f"no region {region}")
+    if format == "csv":
+        rows = [row | {k: v for k, v in result["policy"].items() if k != "goal"} for row in result["weeks"]]
+        return csv_response(rows, f"coverage-trend-{region}-{result['weeks'][-1]['week']}-{weeks}w.csv")
     return result

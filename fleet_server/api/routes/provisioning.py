@@ -3,8 +3,8 @@ receives its MQTT settings and per-device secret (only the secret's scrypt hash 
 
 The broker checks the credentials issued here: Mosquitto learns them through dynamic
 security before the registration commits, the embedded broker reads them from the
-database (docs/security.md). The technician's bearer token is accepted but not yet
-checked."""
+database (docs/security.md). The technician's bearer token (scope devices:register)
+is checked, and the room must be in the technician's region."""
 from __future__ import annotations
 
 import ipaddress
@@ -15,7 +15,11 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import Connection, select
 
+from fleet_server.api.auth_deps import require
 from fleet_server.api.deps import ConnDep
+from fleet_server.auth import audit
+from fleet_server.auth.principal import DEVICES_REGISTER, Principal
+from fleet_server.auth.scoping import check_device, check_school
 from fleet_server.db.provisioning_schema import device_credentials
 from fleet_server.db.registry_schema import rooms, schools
 from fleet_server.registry import service as registry
@@ -134,14 +138,21 @@ def register(conn: Connection, body: Registration, *, mqtt_url: str, api_host: s
 # -- route ----------------------------------------------------------------------------
 
 @router.post("/register")
-def register_device(request: Request, conn: ConnDep, body: Registration) -> dict:
+def register_device(request: Request, conn: ConnDep, body: Registration,
+                    principal: Annotated[Principal, require(DEVICES_REGISTER)]) -> dict:
     """Assign the device to the room (school code or id + room code) from now, issue or
     keep its MQTT secret, and return the broker settings and a config fragment for the
     node's config.json. Rerunning with the node's current secret changes nothing."""
     security = getattr(request.app.state, "broker_security", None) or BrokerSecurity()
     try:
+        room = find_room(conn, room_code=body.room_code, school_code=body.school_code, school_id=body.school_id)
+        check_school(conn, principal, room.school_id)
+        check_device(conn, principal, body.device_id)
         result = register(conn, body, mqtt_url=request.app.state.settings.mqtt,
                           api_host=request.url.hostname, security=security)
+        audit.record(conn, principal, "device.register", ("device", body.device_id),
+                     {"room_id": result["room"]["id"], "school_id": result["school"]["id"],
+                      "hardware": body.hardware, "firmware": body.firmware, **result["changed"]})
     except registry.NotFound as e:
         raise HTTPException(404, str(e)) from None
     except registry.Conflict as e:

@@ -10,7 +10,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Req
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from fleet_server.api.auth_deps import PrincipalDep, require
 from fleet_server.api.deps import ConnDep
+from fleet_server.auth import audit, scoped_services as scoped
+from fleet_server.auth.principal import DEVICES_ASSIGN, REGISTRY_IMPORT, Principal
+from fleet_server.auth.scoping import check_device, check_room
 from fleet_server.api.routes.devices import DeviceId
 from fleet_server.registry import service as svc
 from fleet_server.registry.importer import CsvDecodeError, decode_csv_bytes, import_csv
@@ -109,7 +113,8 @@ class ImportErrors(BaseModel):
 @router.post("/api/v1/import/{kind}", response_model=ImportCounts, response_model_exclude_none=True,
              responses={422: {"model": ImportErrors, "description": "rows with errors; nothing imported"}},
              openapi_extra=_CSV_REQUEST_BODY)
-def import_file(conn: ConnDep, kind: ImportKind, text: CsvBody) -> Any:
+def import_file(conn: ConnDep, kind: ImportKind, text: CsvBody,
+                principal: Annotated[Principal, require(REGISTRY_IMPORT)]) -> Any:
     """Import a CSV of schools, rooms, timetable periods or calendar days (columns in
     docs/registry.md). All rows are checked first; any error and nothing is written.
     Importing the same file again changes nothing."""
@@ -121,6 +126,7 @@ def import_file(conn: ConnDep, kind: ImportKind, text: CsvBody) -> Any:
             "detail": f"{n} error{'s' if n != 1 else ''} in the {kind} file; nothing was imported",
             "kind": kind, "error_count": n,
             "errors": [e.as_dict() for e in result.errors[:MAX_ERRORS_SHOWN]]})
+    audit.record(conn, principal, "registry.import", ("import", kind), result.as_dict())
     conn.commit()
     return result.as_dict()
 
@@ -151,25 +157,25 @@ class SchoolPage(BaseModel):
 
 
 @router.get("/api/v1/schools", response_model=SchoolPage)
-def list_schools(conn: ConnDep, county: Annotated[int | None, Query(description="county GB/T 2260 code")] = None,
+def list_schools(conn: ConnDep, principal: PrincipalDep, county: Annotated[int | None, Query(description="county GB/T 2260 code")] = None,
                  city: Annotated[int | None, Query(description="city GB/T 2260 code")] = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0)] = 0) -> dict:
-    total, items = svc.list_schools(conn, county=county, city=city, limit=limit, offset=offset)
+    total, items = scoped.list_schools(conn, principal, county=county, city=city, limit=limit, offset=offset)
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
 
 @router.get("/api/v1/schools/{school_id}")
-def get_school(conn: ConnDep, school_id: int) -> dict:
-    school = svc.get_school(conn, school_id)
+def get_school(conn: ConnDep, principal: PrincipalDep, school_id: int) -> dict:
+    school = scoped.get_school(conn, principal, school_id)
     if school is None:
         raise HTTPException(404, f"no school {school_id}")
     return school
 
 
 @router.get("/api/v1/schools/{school_id}/rooms")
-def list_rooms(conn: ConnDep, school_id: int) -> list[dict]:
-    if svc.get_school(conn, school_id) is None:
+def list_rooms(conn: ConnDep, principal: PrincipalDep, school_id: int) -> list[dict]:
+    if scoped.get_school(conn, principal, school_id) is None:
         raise HTTPException(404, f"no school {school_id}")
     return svc.list_rooms(conn, school_id)
 
@@ -183,11 +189,19 @@ class RoomAssignment(BaseModel):
 
 
 @router.put("/api/v1/devices/{device_id}/room")
-def assign_room(conn: ConnDep, device_id: DeviceId, body: RoomAssignment) -> dict:
-    """Assign or move a device. Its earlier windows keep the room it was in then."""
+def assign_room(conn: ConnDep, device_id: DeviceId, body: RoomAssignment,
+                principal: Annotated[Principal, require(DEVICES_ASSIGN)]) -> dict:
+    """Assign or move a device. Its earlier windows keep the room it was in then.
+    A school admin moves devices within its school (or takes in an unassigned one)."""
+    check_device(conn, principal, device_id)
+    if body.room_id is not None:
+        check_room(conn, principal, body.room_id)
     at_ts = body.from_ts if body.from_ts is not None else int(time.time())
     try:
+        before = svc.current_assignment(conn, device_id)
         assignment = svc.assign_device(conn, device_id, body.room_id, at_ts)
+        audit.record(conn, principal, "device.assign", ("device", device_id),
+                     {"from_room_id": before["room_id"], "room_id": body.room_id, "from_ts": at_ts})
     except svc.NotFound as e:
         raise HTTPException(404, str(e)) from None
     except svc.Conflict as e:
@@ -197,6 +211,7 @@ def assign_room(conn: ConnDep, device_id: DeviceId, body: RoomAssignment) -> dic
 
 
 @router.get("/api/v1/devices/{device_id}/assignments")
-def device_assignments(conn: ConnDep, device_id: DeviceId) -> dict:
+def device_assignments(conn: ConnDep, principal: PrincipalDep, device_id: DeviceId) -> dict:
     """Where the device is now and every room it has been in, oldest first."""
+    check_device(conn, principal, device_id)
     return {**svc.current_assignment(conn, device_id), "history": svc.assignment_history(conn, device_id)}

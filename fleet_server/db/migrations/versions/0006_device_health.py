@@ -3,13 +3,13 @@ causes and sensor states over time). Only `devices` held a status before, and on
 latest, so there is no history to carry over.
 
 Revision ID: 0006
-Revises: 0005 (temporarily 0004, see down_revision)
+Revises: 0005
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"  # TEMPORARY: 0005 is not in the tree yet; the lead sets "0005"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
