@@ -7,7 +7,6 @@ time); `AlertJob` runs it every 30 s in a thread for the server's lifetime."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -19,6 +18,7 @@ from fleet_server.alerts.offline import evaluate_offline
 from fleet_server.alerts.sensors import evaluate_sensors
 from fleet_server.alerts.store import Outcome
 from fleet_server.db.alerts_schema import alert_state
+from fleet_server.periodic import PeriodicJob
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 30.0
@@ -56,31 +56,15 @@ def evaluate(conn: Connection, now_s: float) -> EvaluationResult:
     return EvaluationResult(total.opened, total.updated, total.resolved)
 
 
-class AlertJob:
+class AlertJob(PeriodicJob):
     """evaluate() every `interval_s` in a daemon thread, from start() to stop()."""
 
+    name = "alerts"
+
     def __init__(self, engine: Engine, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        super().__init__(interval_s)
         self.engine = engine
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
-        self.last: EvaluationResult | None = None
 
-    def start(self) -> AlertJob:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Idempotent: the server's shutdown and a test may both call it."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self.engine.begin() as conn:
-                    self.last = evaluate(conn, time.time())
-            except Exception:    # a database hiccup must not end the job; retried next tick
-                log.exception("alert evaluation failed; retrying in %.0f s", self.interval_s)
-            self._stop.wait(self.interval_s)
+    def run_once(self) -> EvaluationResult:
+        with self.engine.begin() as conn:
+            return evaluate(conn, time.time())

@@ -9,7 +9,6 @@ it daily in a thread for the server's lifetime."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from sqlalchemy import Column, Engine, Table, select, tuple_
 
 from fleet_server.db.schema import devices, events, status_history, windows
 from fleet_server.metrics.rollup import record_pruned_before
+from fleet_server.periodic import PeriodicJob
 
 log = logging.getLogger(__name__)
 DEFAULT_RETENTION_DAYS = 400
@@ -101,33 +101,19 @@ def retained_from_s(days: int, now_s: float | None = None) -> float:
     return (time.time() if now_s is None else now_s) - days * DAY_S
 
 
-class RetentionJob:
+class RetentionJob(PeriodicJob):
     """prune() once at start and then every `interval_s` (a day), in a daemon thread."""
+
+    name = "retention"
 
     def __init__(self, engine: Engine, days: int = DEFAULT_RETENTION_DAYS,
                  interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        super().__init__(interval_s)
         self.engine = engine
         self.days = days
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
-        self.last: PruneResult | None = None
 
-    def start(self) -> RetentionJob:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.last = prune(self.engine, days=self.days, should_stop=self._stop.is_set)
-                if self.last.windows or self.last.events or self.last.status_history:
-                    log.info("retention: deleted %s", self.last.as_dict())
-            except Exception:    # a database hiccup must not end the job; retried next interval
-                log.exception("retention prune failed; retrying in %.0f s", self.interval_s)
-            self._stop.wait(self.interval_s)
+    def run_once(self) -> PruneResult:
+        result = prune(self.engine, days=self.days, should_stop=self.stopping)
+        if result.windows or result.events or result.status_history:
+            log.info("retention: deleted %s", result.as_dict())
+        return result

@@ -8,7 +8,6 @@ runs it every few seconds in a thread for the server's lifetime."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from fleet_server.db.schema import windows
 from fleet_server.metrics.coverage_counts import cover_select
 from fleet_server.metrics.hour_buckets import RoomContext, add_window, empty_measures, merge
 from fleet_server.metrics.schooltime import load_hours, zone
+from fleet_server.periodic import PeriodicJob
 
 log = logging.getLogger(__name__)
 BATCH = 2000             # windows per transaction: short enough not to hold SQLite's write lock long
@@ -307,31 +307,20 @@ def rebuild_rollups(engine: Engine, *, batch: int = BATCH) -> RollupResult:
     return run_rollups(engine, batch=batch)
 
 
-class RollupJob:
+class RollupJob(PeriodicJob):
     """run_rollups every `interval_s` in a daemon thread, from start() to stop()."""
 
+    name = "rollup"
+
     def __init__(self, engine: Engine, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        super().__init__(interval_s)
         self.engine = engine
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rollup", daemon=True)
-        self.last: RollupResult | None = None
 
     def start(self) -> RollupJob:
         with self.engine.begin() as conn:
             ensure_queue_trigger(conn)
-        self._thread.start()
+        super().start()
         return self
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.last = run_rollups(self.engine, should_stop=self._stop.is_set)
-            except Exception:    # a database hiccup must not end the job; retried next tick
-                log.exception("rollup run failed; retrying in %.0f s", self.interval_s)
-            self._stop.wait(self.interval_s)
+    def run_once(self) -> RollupResult:
+        return run_rollups(self.engine, should_stop=self.stopping)
