@@ -18,6 +18,8 @@ from fleet_server.ingest.tsdb import TimeSeriesSink
 from fleet_server.metrics.retention import RetentionJob
 from fleet_server.metrics.rollup import RollupJob
 from fleet_server.alerts.evaluator import AlertJob
+from fleet_server.campaigns.engine import CampaignJob
+from fleet_server.api.routes import campaigns as campaign_routes
 from fleet_server.api.routes import alerts as alert_routes
 from fleet_server.api.routes import provisioning as provisioning_routes
 from fleet_server.api.routes import firmware as firmware_routes
@@ -69,6 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rollup = RollupJob(engine).start()
         alert_job = AlertJob(engine).start()
         retention = RetentionJob(engine, days=settings.retention_days).start()
+        # OTA campaigns: sends `ota` commands through ingest's MQTT client (docs/ota.md).
+        campaigns = CampaignJob(engine, ingest.publish_command if ingest is not None else None,
+                                interval_s=settings.campaign_interval_s,
+                                max_in_flight=settings.campaign_max_in_flight).start()
         app.state.engine = engine
         app.state.stats = stats
         app.state.ingest = ingest
@@ -77,9 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker_security = security
         app.state.rollup = rollup
         app.state.alerts = alert_job
+        app.state.campaigns = campaigns
         try:
             yield
         finally:
+            campaigns.stop()
             retention.stop()
             alert_job.stop()
             rollup.stop()
@@ -109,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alert_routes.router, dependencies=read)
     app.include_router(provisioning_routes.router, dependencies=read)
     app.include_router(firmware_routes.router)
+    app.include_router(campaign_routes.router, dependencies=read)
     app.include_router(credential_routes.router, dependencies=read)
     # Dashboards (fleet_server/web): server-rendered pages and their own static files.
     app.include_router(auth_pages.router)

@@ -109,9 +109,17 @@ class Ack:
     ok: bool
     err: str | None
     ts: int
+    # An `ota` command's progress (docs/ota.md): the stage, download percent, version.
+    stage: str | None = None
+    pct: int | None = None
+    fw: str | None = None
 
 
 Message = Window | Event | Status | Ack
+
+
+# The `ota` key of an ack (docs/ota.md): the stages of one update, in order.
+OTA_STAGES = {"accepted", "download", "verified", "installed", "confirmed", "rolled_back", "refused"}
 
 
 def _reject_constant(name: str) -> None:
@@ -284,7 +292,10 @@ def decode_ack(device_id: str, doc: dict) -> Ack:
     if not _storable(cmd_id):
         raise Rejected("out_of_range", f"id={cmd_id[:20]!r}")
     err = _str(doc, "err", 64)
-    return Ack(device_id, cmd_id, _bool(doc, "ok"), err, _int(doc, "ts", 0, 2**40))
+    return Ack(device_id, cmd_id, _bool(doc, "ok"), err, _int(doc, "ts", 0, 2**40),
+               stage=_str(doc, "ota", 16, OTA_STAGES),
+               pct=_int(doc, "pct", 0, 100, required=False, nullable=True),
+               fw=_str(doc, "fw", 32))
 
 
 def parse_topic(topic: str) -> tuple[str, str]:

@@ -107,3 +107,4 @@ from fleet_server.db import alerts_schema  # noqa: F401
 from fleet_server.db import provisioning_schema  # noqa: F401
 from fleet_server.db import firmware_schema  # noqa: F401
 from fleet_server.db import auth_schema  # noqa: F401
+from fleet_server.db import campaign_schema  # noqa: F401

@@ -19,6 +19,7 @@ from typing import cast
 from sqlalchemy import Connection, Float, bindparam, case, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from fleet_server.db.campaign_schema import command_progress
 from fleet_server.db.schema import commands, devices
 from fleet_server.protocol import Ack, Event, Message, Status, Window
 
@@ -190,6 +191,7 @@ def store_batch(conn: Connection, batch: list[Received]) -> list[str]:
     window_rows = []
     event_rows = []
     ack_rows = []
+    progress_rows = []
     deltas: dict[str, _DeviceDelta] = {}
     for item in batch:
         m = item.msg
@@ -211,6 +213,9 @@ def store_batch(conn: Connection, batch: list[Received]) -> list[str]:
         elif type(m) is Ack:
             ack_rows.append({"device_id": m.device_id, "cmd_id": m.cmd_id, "ok": m.ok,
                              "err": m.err, "acked_s": rx})
+            if m.stage is not None:
+                progress_rows.append({"device_id": m.device_id, "cmd_id": m.cmd_id, "stage": m.stage,
+                                      "ok": m.ok, "err": m.err, "pct": m.pct, "fw": m.fw, "acked_s": rx})
 
     new_windows = _insert_new(conn, "windows", _WINDOW_COLS, _WINDOW_PG_TYPES, window_rows)
     new_events = _insert_new(conn, "events", _EVENT_COLS, _EVENT_PG_TYPES, event_rows)
@@ -275,6 +280,17 @@ def store_batch(conn: Connection, batch: list[Received]) -> list[str]:
             index_elements=["device_id", "cmd_id"],
             set_={"ok": stmt.excluded.ok, "err": stmt.excluded.err, "acked_s": stmt.excluded.acked_s})
         conn.execute(stmt, ack_rows)
+    if progress_rows:
+        # The OTA campaign engine's record of every stage (fleet_server/campaigns): one row
+        # per (command, stage); a later ack of the same stage (download 25 -> 50 %) updates it.
+        progress_rows = sorted({(r["device_id"], r["cmd_id"], r["stage"]): r for r in progress_rows}.values(),
+                               key=lambda r: (r["device_id"], r["cmd_id"], r["stage"]))
+        stmt = _insert(conn, command_progress)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["device_id", "cmd_id", "stage"],
+            set_={"ok": stmt.excluded.ok, "err": stmt.excluded.err, "pct": stmt.excluded.pct,
+                  "fw": stmt.excluded.fw, "acked_s": stmt.excluded.acked_s})
+        conn.execute(stmt, progress_rows)
     return outcomes
 
 

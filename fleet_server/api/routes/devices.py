@@ -10,8 +10,10 @@ from pydantic import BaseModel, Field
 from fleet_server.api.auth_deps import PrincipalDep, require
 from fleet_server.api.deps import ConnDep, IngestDep
 from fleet_server.auth import audit, scoped_services as scoped
-from fleet_server.auth.principal import DEVICES_COMMAND, Principal
-from fleet_server.auth.scoping import check_device
+from fleet_server.auth.principal import DEVICES_COMMAND, FIRMWARE_UPLOAD, Principal
+from fleet_server.auth.scoping import check_device, require_scope
+from fleet_server.campaigns.service import in_active_campaign
+from fleet_server.firmware_release import store as release_store
 from fleet_server.api.routes.metrics import FormatQ, RangeDep, csv_response
 from fleet_server.metrics.retention import retained_from_s
 from fleet_server.services import devices as svc
@@ -32,8 +34,10 @@ class DevicePage(BaseModel):
 
 
 class CommandCreate(BaseModel):
-    op: Literal["identify", "sync", "reboot"]
-    args: dict[str, Any] = Field(default_factory=dict)
+    op: Literal["identify", "sync", "reboot", "ota"]
+    args: dict[str, Any] = Field(default_factory=dict, description=(
+        'identify: {"s": seconds}; ota: {"version": an uploaded release} (the server fills in the '
+        "download URL, hash and signature; needs the firmware scope)"))
     ttl_s: int = Field(600, ge=10, le=7 * 86400, description="seconds until the command expires")
 
 
@@ -85,7 +89,7 @@ def get_device(conn: ConnDep, principal: PrincipalDep, device_id: DeviceId) -> d
 
 
 @router.post("/{device_id}/commands", status_code=202)
-def send_command(conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: CommandCreate,
+def send_command(request: Request, conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: CommandCreate,
                  principal: Annotated[Principal, require(DEVICES_COMMAND)]) -> dict:
     """Queue a command to the node (QoS 1; held by the broker while the node is away).
     Its result appears in GET .../commands once the node acks."""
@@ -94,8 +98,11 @@ def send_command(conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: Co
         raise HTTPException(404, f"no device {device_id}")
     if ingest is None:
         raise HTTPException(503, "this server runs without an MQTT link")
+    args = body.args
+    if body.op == "ota":
+        args = _ota_args(conn, request, principal, device_id, args)
     now = time.time()
-    cmd = svc.new_command(body.op, body.args, exp=int(now) + body.ttl_s)
+    cmd = svc.new_command(body.op, args, exp=int(now) + body.ttl_s)
     # Recorded before it is sent, so a fast ack always finds its command.
     svc.record_command(conn, device_id=device_id, cmd=cmd, created_s=now)
     audit.record(conn, principal, "device.command", ("device", device_id),
@@ -108,6 +115,22 @@ def send_command(conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: Co
         conn.commit()
         raise HTTPException(503, str(e)) from None
     return {"id": cmd["id"], "op": cmd["op"], "args": cmd["args"], "exp": svc.iso(cmd["exp"])}
+
+
+def _ota_args(conn, request: Request, principal: Principal, device_id: str, args: dict) -> dict:
+    """One device updated by hand (a campaign is the way for many): the release's `ota`
+    args (PROTOCOL.md), refused while the device is in an active campaign."""
+    require_scope(principal, FIRMWARE_UPLOAD)
+    version = args.get("version")
+    if set(args) != {"version"} or not isinstance(version, str):
+        raise HTTPException(422, 'ota takes {"version": "<an uploaded release>"}')
+    release = release_store.get_release(conn, version)
+    if release is None:
+        raise HTTPException(404, f"no release {version}")
+    if in_active_campaign(conn, device_id):
+        raise HTTPException(409, f"{device_id} is in an active campaign: pause or abort it first")
+    settings = request.app.state.settings
+    return release_store.ota_args(release, settings.public_url or str(request.base_url))
 
 
 @router.get("/{device_id}/commands")
