@@ -32,7 +32,7 @@ from fleet_server.web import auth_pages
 from fleet_server.security.http import HardeningMiddleware
 from fleet_server.security.manager import start_broker_security
 from fleet_server.settings import EMBEDDED_SCHEME, Settings, parse_mqtt_url
-from fleet_server.web import pages
+from fleet_server.web import campaign_pages, pages
 from fleet_server.web.render import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Dashboards (fleet_server/web): server-rendered pages and their own static files.
     app.include_router(auth_pages.router)
     app.include_router(pages.router, dependencies=read)
+    app.include_router(campaign_pages.router, dependencies=read)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     return app

@@ -9,8 +9,11 @@ from typing import Annotated
 
 import typer
 
+from fleet_server.campaign_cli import campaign_app
+
 firmware_app = typer.Typer(help="Firmware releases for over-the-air updates (docs/ota.md).",
                            no_args_is_help=True)
+firmware_app.add_typer(campaign_app, name="campaign")
 
 
 def _passphrase() -> bytes | None:

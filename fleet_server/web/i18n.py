@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from fleet_server.web.i18n_campaigns import CAMPAIGN_MESSAGES
+
 LOCALES = ("zh-CN", "en")
 DEFAULT_LOCALE = "zh-CN"          # the users are in Zhejiang
 COOKIE = "lang"
@@ -179,6 +181,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "error": ("Error", "错误"),
     "page": ("Page", "页"),
 }
+MESSAGES.update(CAMPAIGN_MESSAGES)
 
 
 def negotiate(query_lang: str | None, cookie_lang: str | None, accept_language: str | None) -> str:

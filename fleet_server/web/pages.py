@@ -29,7 +29,7 @@ from fleet_server.metrics import schools as school_svc
 from fleet_server.metrics.schooltime import iso_week, load_hours
 from fleet_server.registry import service as registry
 from fleet_server.services import devices as device_svc
-from fleet_server.web import views_fleet, views_region, views_school
+from fleet_server.web import views_campaigns, views_fleet, views_region, views_school
 from fleet_server.web.render import formatter, page
 from fleet_server.web.room_day import room_windows
 
@@ -147,9 +147,11 @@ def region(request: Request, conn: ConnDep, principal: PrincipalDep, code: int, 
 def fleet(request: Request, conn: ConnDep, principal: PrincipalDep,
           offset: Annotated[int, Query(ge=0)] = 0) -> HTMLResponse:
     school_id, region = scoped.device_filters(conn, principal, None, None)
-    return page(request, "fleet.html", views_fleet.fleet_page(
-        conn, offset=offset, school_id=school_id, region=region,
-        show_unassigned=principal.unrestricted or principal.has(DEVICES_ASSIGN)))
+    model = views_fleet.fleet_page(conn, offset=offset, school_id=school_id, region=region,
+                                   show_unassigned=principal.unrestricted or principal.has(DEVICES_ASSIGN))
+    # OTA campaigns span schools: listed for accounts not confined to a region or school.
+    model["campaigns"] = views_campaigns.recent(conn) if principal.unrestricted else None
+    return page(request, "fleet.html", model)
 
 
 @router.get("/fleet/devices/{device_id}", response_class=HTMLResponse)
@@ -203,7 +205,7 @@ async def fleet_command(request: Request, principal: PrincipalDep, ingest: Inges
         try:
             scoping.require_scope(principal, DEVICES_COMMAND)
             device_routes.send_command(conn, ingest, device_id, device_routes.CommandCreate.model_validate({"op": op}),
-                                       principal)
+                                       principal, request)
         except HTTPException as e:
             return _back(device_id, str(e.detail))
         except Forbidden as e:

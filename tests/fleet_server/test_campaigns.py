@@ -346,3 +346,47 @@ def test_one_device_updated_through_the_commands_api(server, mosquitto):
                             json={"op": "ota", "args": {"version": "0.0.1"}}).status_code == 404
     assert server.http.post(f"/api/v1/devices/{dev}/commands",
                             json={"op": "ota", "args": {"url": "http://evil/"}}).status_code == 422
+
+
+def test_fleet_page_lists_campaigns_and_the_campaign_page_shows_the_api_figures(server):
+    with server.app.state.engine.begin() as conn:
+        conn.execute(insert(firmware_releases).values(**release_row("0.3.0")))
+        store_batch(conn, [Received(Status(d, True, ts=int(time.time()), fw="0.2.0", hw="sim"), time.time())
+                           for d in DEVICES[:4]])
+    c = server.http.post("/api/v1/firmware/campaigns", json={
+        "name": "页面", "version": "0.3.0", "target": {"scope": "devices", "devices": DEVICES[:4]},
+        "waves": [50, 100]}).json()
+    fleet = server.http.get("/fleet", params={"lang": "zh-CN"}).text
+    assert f'data-figure="campaign.{c["id"]}.state" data-value="running"' in fleet and "固件升级任务" in fleet
+    wait_until(lambda: server.get(f"/api/v1/firmware/campaigns/{c['id']}")["by_state"]["sent"] == 2, 20, 0.2,
+               "the first wave sent")
+    html = server.http.get(f"/fleet/campaigns/{c['id']}", params={"lang": "en"}).text
+    api = server.get(f"/api/v1/firmware/campaigns/{c['id']}/devices")["items"]
+    for d in api:
+        assert f'data-figure="device.{d["device_id"]}.ota" data-value="{d["state"]}"' in html
+    assert 'id="campaign-pause"' in html and "next wave at &gt;= 90" in html
+    assert server.http.get("/fleet/campaigns/999").status_code == 404
+
+
+def test_campaign_cli_starts_shows_and_aborts(server):
+    from typer.testing import CliRunner
+
+    from fleet_server.cli import app as cli
+    with server.app.state.engine.begin() as conn:
+        conn.execute(insert(firmware_releases).values(**release_row("0.3.0")))
+        store_batch(conn, [Received(Status(d, True, ts=int(time.time()), fw="0.2.0", hw="sim"), time.time())
+                           for d in DEVICES[:2]])
+    env = {"CAMPUSFLEET_TOKEN": server.token or ""}
+    run_cli = lambda *args: CliRunner().invoke(cli, ["firmware", "campaign", *args, "--server", server.base_url],  # noqa: E731
+                                               env=env)
+    r = run_cli("start", "0.3.0", "--device", DEVICES[0], "--device", DEVICES[1], "--waves", "50,100")
+    assert r.exit_code == 0 and "to 0.3.0 [0.3.0]: running, wave 1/2, 2 devices" in r.output, r.output
+    cid = server.get("/api/v1/firmware/campaigns")["items"][0]["id"]
+    r = run_cli("show", str(cid))
+    assert r.exit_code == 0 and "wave 2 (100 %): 1 devices" in r.output, r.output
+    r = run_cli("abort", str(cid))
+    assert r.exit_code == 0 and ": aborted," in r.output, r.output
+    r = run_cli("resume", str(cid))
+    assert r.exit_code == 1 and "HTTP 409: cannot resume a aborted campaign" in r.output, r.output
+    r = run_cli("start", "0.3.0", "--region", "330000", "--school", "1")
+    assert r.exit_code == 2 and "choose one of --region, --school, --device" in r.output, r.output

@@ -89,8 +89,8 @@ def get_device(conn: ConnDep, principal: PrincipalDep, device_id: DeviceId) -> d
 
 
 @router.post("/{device_id}/commands", status_code=202)
-def send_command(request: Request, conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: CommandCreate,
-                 principal: Annotated[Principal, require(DEVICES_COMMAND)]) -> dict:
+def send_command(conn: ConnDep, ingest: IngestDep, device_id: DeviceId, body: CommandCreate,
+                 principal: Annotated[Principal, require(DEVICES_COMMAND)], request: Request) -> dict:
     """Queue a command to the node (QoS 1; held by the broker while the node is away).
     Its result appears in GET .../commands once the node acks."""
     check_device(conn, principal, device_id)
