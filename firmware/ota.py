@@ -261,7 +261,9 @@ class Updater:
     # --- outcome -------------------------------------------------------------------------
     def _ack(self, ok, err, stage, extra=""):
         st = self.st
-        cid = st.get("cmd") or (st.get("job") or {}).get("id")
+        # The running job's id first: `cmd` still names the previous update until this
+        # one is installed.
+        cid = (st.get("job") or {}).get("id") or st.get("cmd")
         if cid is None:
             return None
         return self.node.link.publish("ack", '{"v":1,"id":%s,"ok":%s,"err":%s,"ts":%d,"ota":"%s"%s}' % (

@@ -95,6 +95,15 @@ def _sync(conn: Connection, c, now_s: float) -> int:
                 pct = new_pct
             if m.RANK[new_state] <= m.RANK[state]:
                 continue
+            # A node acks each stage once and does not repeat a progress ack lost with its
+            # link; a later stage proves the earlier ones happened (installed needs a
+            # verified manifest): log them, saying so.
+            for implied in m.IMPLIED.get(new_state, ()):
+                if m.RANK[state] < m.RANK[implied]:
+                    log_event(conn, c.id, device_id, implied, f"implied by {new_state} (its ack did not arrive)",
+                              now_s)
+                    logged += 1
+                    state = implied
             state = new_state
             log_event(conn, c.id, device_id, state, reason, now_s)
             logged += 1

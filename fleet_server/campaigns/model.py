@@ -26,6 +26,9 @@ FINAL = SUCCESS + FAILURE + (CANCELLED,)
 # The node's ack stages (PROTOCOL.md `ack` with an "ota" key; firmware/ota.py).
 STAGE_STATE = {"accepted": DOWNLOADING, "download": DOWNLOADING, "verified": VERIFIED, "installed": INSTALLED,
                "confirmed": CONFIRMED, "rolled_back": ROLLED_BACK, "refused": FAILED}
+# The stages a state proves were passed (a verified manifest before any install).
+IMPLIED = {VERIFIED: (DOWNLOADING,), INSTALLED: (DOWNLOADING, VERIFIED),
+           CONFIRMED: (DOWNLOADING, VERIFIED, INSTALLED), ROLLED_BACK: (DOWNLOADING, VERIFIED, INSTALLED)}
 RANK = {PENDING: 0, SENT: 1, DOWNLOADING: 2, VERIFIED: 3, INSTALLED: 4,
         CONFIRMED: 5, SKIPPED: 5, ROLLED_BACK: 5, FAILED: 5, CANCELLED: 5}
 

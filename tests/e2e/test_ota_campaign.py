@@ -1,7 +1,8 @@
 """OTA campaigns end to end (issue 8, docs/ota.md "Campaigns"): virtual nodes running the
 real firmware on the MicroPython unix port, a real Mosquitto and a real fleet server
 whose campaign engine sends the `ota` commands wave by wave. A good release reaches 20
-nodes through four waves with every state transition on the server; a release that
+nodes through four waves with every state transition on the server, and a second one
+takes them from that release to the next (slot a to slot b); a release that
 crashes at boot rolls back on the nodes of the first wave, halts the campaign, and the
 nodes of the later waves never receive its command."""
 from __future__ import annotations
@@ -52,6 +53,13 @@ def ended(server: FleetServer, campaign_id: int, timeout_s: float) -> dict:
                       timeout_s, 1.0, f"campaign {campaign_id} to end with nothing in flight")
 
 
+def assert_acks_arrived(events: list[dict]) -> None:
+    """The server may fill in a stage whose ack a dropped link lost (docs/ota.md), but
+    that is rare: a systematic miss (acks under a wrong command id) shows up here."""
+    implied = [e for e in events if (e["reason"] or "").startswith("implied by")]
+    assert len(implied) * 10 <= len([e for e in events if e["device_id"]]), implied
+
+
 def test_twenty_nodes_go_through_a_staged_campaign_and_confirm(campaign_server, releases, make_node,  # noqa: F811
                                                               release_key):  # noqa: F811
     srv = campaign_server
@@ -64,6 +72,7 @@ def test_twenty_nodes_go_through_a_staged_campaign_and_confirm(campaign_server, 
     events = srv.get(f"/api/v1/firmware/campaigns/{c['id']}/events", params={"limit": 5000})
     for d in ids:
         assert [e["state"] for e in events if e["device_id"] == d] == STAGES, d
+    assert_acks_arrived(events)
     assert [e["state"] for e in events if e["device_id"] is None] == ["running", "wave", "wave", "wave", "completed"]
     # Waves in order: no device of a wave was sent before the previous wave had finished.
     devices = {d["device_id"]: d for d in srv.get(f"/api/v1/firmware/campaigns/{c['id']}/devices",
@@ -77,6 +86,22 @@ def test_twenty_nodes_go_through_a_staged_campaign_and_confirm(campaign_server, 
             assert e["at"] >= done_at[devices[e["device_id"]]["wave"] - 1], e
     # The nodes say so too: each one runs 0.3.0 from its slot, confirmed.
     wait_until(lambda: all((srv.device(d) or {}).get("fw") == "0.3.0" for d in ids), 60, 0.5, "every node on 0.3.0")
+    # The campaign page shows every transition the API lists.
+    html = srv.http.get(f"/fleet/campaigns/{c['id']}").text
+    assert html.count("data-event=") == len(events) and 'data-value="completed"' in html
+
+    # Release 1 -> release 2: from slot a to slot b on every node, again in waves.
+    upload(srv, releases["0.3.2"])
+    c2 = start_campaign(srv, "0.3.2", ids, waves=[5, 50, 100])
+    c2 = ended(srv, c2["id"], 600)
+    assert c2["state"] == "completed" and c2["by_state"]["confirmed"] == 20, c2
+    events = srv.get(f"/api/v1/firmware/campaigns/{c2['id']}/events", params={"limit": 5000})
+    for d in ids:
+        assert [e["state"] for e in events if e["device_id"] == d] == STAGES, d
+    assert_acks_arrived(events)
+    devices = srv.get(f"/api/v1/firmware/campaigns/{c2['id']}/devices", params={"limit": 1000})["items"]
+    assert {d["fw_before"] for d in devices} == {"0.3.0"}
+    wait_until(lambda: all((srv.device(d) or {}).get("fw") == "0.3.2" for d in ids), 60, 0.5, "every node on 0.3.2")
 
 
 def test_a_release_that_crashes_at_boot_halts_the_campaign_after_the_first_wave(campaign_server, releases,  # noqa: F811

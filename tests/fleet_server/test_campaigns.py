@@ -164,6 +164,21 @@ def test_a_release_that_rolls_back_halts_the_campaign_and_later_waves_never_get_
     assert run(engine, T0 + 3600) == []   # stays halted
 
 
+def test_stages_whose_acks_were_lost_are_logged_as_implied(engine):
+    c = create(engine, waves=[100])
+    sent = run(engine, T0)
+    node_acks(engine, T0 + 1, sent[:1], ("accepted", "installed"))
+    node_acks(engine, T0 + 1, sent[1:2], ("rolled_back",), version="0.3.0")
+    run(engine, T0 + 2)
+    with engine.connect() as conn:
+        one = [(e["state"], e["reason"]) for e in svc.events(conn, c["id"], device_id=sent[0][1])]
+        two = [(e["state"], e["reason"]) for e in svc.events(conn, c["id"], device_id=sent[1][1])]
+    assert one == [("sent", f"command {sent[0][2]['id']}"), ("downloading", None),
+                   ("verified", "implied by installed (its ack did not arrive)"), ("installed", None)]
+    assert [s for s, _ in two] == ["sent", "downloading", "verified", "installed", "rolled_back"]
+    assert two[-1][1] == "rolled_back: boot_failed" and two[1][1].startswith("implied by rolled_back")
+
+
 def test_a_wave_below_the_success_share_halts_even_under_the_failure_limit(engine):
     c = create(engine, waves=[50, 100], success_pct=95, max_failure_pct=20)
     sent = run(engine, T0 + 10)
