@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # OTA campaigns: sends `ota` commands through ingest's MQTT client (docs/ota.md).
         campaigns = CampaignJob(engine, ingest.publish_command if ingest is not None else None,
                                 interval_s=settings.campaign_interval_s,
-                                max_in_flight=settings.campaign_max_in_flight).start()
+                                max_in_flight=settings.campaign_max_in_flight,
+                                max_per_school=settings.campaign_max_per_school).start()
         app.state.engine = engine
         app.state.stats = stats
         app.state.ingest = ingest

@@ -58,10 +58,12 @@ class Settings(BaseSettings):
     firmware_download_bps: int = Field(0, ge=0)
     # OTA campaigns (docs/ota.md "Campaigns"): the URL nodes reach this server at for
     # downloads (empty: the address the campaign was created through), the engine's pass
-    # interval, and how many updates one campaign keeps under way at once.
+    # interval, and how many updates one campaign keeps under way at once, in all and in
+    # one school (its nodes share the school's uplink; each download is paced too).
     public_url: str = ""
     campaign_interval_s: float = Field(5.0, gt=0)
     campaign_max_in_flight: int = Field(200, ge=1)
+    campaign_max_per_school: int = Field(10, ge=1)
     # Broker identity and ACLs (docs/security.md). With require_registration a device
     # the server never issued credentials to is refused by the broker (the embedded one,
     # or Mosquitto through dynamic security); the demo turns it off. The server's own MQTT

@@ -2,7 +2,8 @@
 device's state forward (logging every transition), fails devices that took too long,
 halts a campaign whose failures exceed its limit, advances to the next wave once the
 current one has finished well enough, and sends the `ota` command to the devices of the
-current wave (at most `max_in_flight` updates at once per campaign).
+current wave (at most `max_in_flight` updates at once per campaign, and at most
+`max_per_school` in one school, whose nodes share an uplink).
 
 `tick(conn, now_s)` is one pass in the caller's transaction and returns the commands to
 publish after the commit (so a fast ack always finds its command, as in the devices
@@ -21,7 +22,8 @@ from fleet_server.campaigns import model as m
 from fleet_server.campaigns.service import end, log_event
 from fleet_server.db.campaign_schema import (command_progress as cp, ota_campaign_devices as cd,
                                              ota_campaigns as oc)
-from fleet_server.db.schema import commands
+from fleet_server.db.registry_schema import rooms
+from fleet_server.db.schema import commands, devices
 from fleet_server.firmware_release import store
 from fleet_server.periodic import PeriodicJob
 from fleet_server.services.devices import delete_command, new_command, record_command
@@ -29,6 +31,7 @@ from fleet_server.services.devices import delete_command, new_command, record_co
 log = logging.getLogger(__name__)
 _LOCK_ID = 0x43664F74  # "CfOt": PostgreSQL advisory lock, one engine pass at a time
 DEFAULT_MAX_IN_FLIGHT = 200
+DEFAULT_MAX_PER_SCHOOL = 10
 
 
 @dataclass
@@ -38,7 +41,7 @@ class TickResult:
 
 
 def tick(conn: Connection, now_s: float, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-         can_send: bool = True) -> TickResult:
+         max_per_school: int | None = DEFAULT_MAX_PER_SCHOOL, can_send: bool = True) -> TickResult:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
     result = TickResult()
@@ -52,7 +55,7 @@ def tick(conn: Connection, now_s: float, *, max_in_flight: int = DEFAULT_MAX_IN_
         if _over_failure_limit(conn, c, now_s) or not _advance(conn, c, now_s):
             continue
         if can_send:
-            result.sent += _send(conn, c, now_s, max_in_flight)
+            result.sent += _send(conn, c, now_s, max_in_flight, max_per_school)
     return result
 
 
@@ -162,14 +165,36 @@ def _advance(conn: Connection, c, now_s: float) -> bool:
     return True
 
 
-def _send(conn: Connection, c, now_s: float, max_in_flight: int) -> list[tuple[int, str, dict]]:
+def _school_of():
+    return (select(cd.c.device_id, rooms.c.school_id)
+            .select_from(cd.join(devices, devices.c.device_id == cd.c.device_id)
+                         .outerjoin(rooms, rooms.c.id == devices.c.room_id)))
+
+
+def _send(conn: Connection, c, now_s: float, max_in_flight: int,
+          max_per_school: int | None = None) -> list[tuple[int, str, dict]]:
     room = max_in_flight - _count(conn, c, cd.c.state.in_(m.IN_FLIGHT))
     if room <= 0:
         return []
     wave = conn.execute(select(oc.c.wave).where(oc.c.id == c.id)).scalar_one()
-    todo = conn.execute(select(cd.c.device_id).where(cd.c.campaign_id == c.id, cd.c.wave <= wave,
-                                                     cd.c.state == m.PENDING)
-                        .order_by(cd.c.position).limit(room)).scalars().all()
+    query = _school_of().where(cd.c.campaign_id == c.id, cd.c.wave <= wave, cd.c.state == m.PENDING) \
+        .order_by(cd.c.position)
+    if max_per_school is None:
+        todo = [r.device_id for r in conn.execute(query.limit(room))]
+    else:
+        # A school's uplink carries its own nodes' downloads: at most max_per_school at
+        # once (each paced to firmware_download_bps), the others wait for a later pass.
+        busy: dict = {}
+        for r in conn.execute(_school_of().where(cd.c.campaign_id == c.id, cd.c.state.in_(m.IN_FLIGHT))):
+            busy[r.school_id] = busy.get(r.school_id, 0) + 1
+        todo = []
+        for r in conn.execute(query):
+            if r.school_id is not None and busy.get(r.school_id, 0) >= max_per_school:
+                continue
+            busy[r.school_id] = busy.get(r.school_id, 0) + 1
+            todo.append(r.device_id)
+            if len(todo) >= room:
+                break
     if not todo:
         return []
     release = store.get_release(conn, c.version)
@@ -204,16 +229,18 @@ class CampaignJob(PeriodicJob):
     name = "campaigns"
 
     def __init__(self, engine: Engine, publish: Callable[[str, dict], None] | None, *,
-                 interval_s: float = 5.0, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+                 interval_s: float = 5.0, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 max_per_school: int | None = DEFAULT_MAX_PER_SCHOOL) -> None:
         super().__init__(interval_s)
         self.engine = engine
         self.publish = publish
         self.max_in_flight = max_in_flight
+        self.max_per_school = max_per_school
 
     def run_once(self) -> TickResult:
         now = time.time()
         with self.engine.begin() as conn:
-            result = tick(conn, now, max_in_flight=self.max_in_flight,
+            result = tick(conn, now, max_in_flight=self.max_in_flight, max_per_school=self.max_per_school,
                           can_send=self.publish is not None)
         for campaign_id, device_id, cmd in result.sent:
             try:

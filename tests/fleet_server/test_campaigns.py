@@ -242,6 +242,22 @@ def test_max_in_flight_limits_how_many_updates_run_at_once(engine):
     assert len(sent) == 13
 
 
+def test_at_most_max_per_school_updates_run_at_once_in_one_school(engine):
+    create(engine, waves=[100])           # 10 devices in each of S1 and S2
+    sent = run(engine, T0, max_per_school=3)
+    assert len(sent) == 6
+    with engine.connect() as conn:
+        schools = dict(conn.execute(select(registry.rooms.c.code, registry.rooms.c.school_id)).all())
+    per_school = {}
+    for _, dev, _ in sent:
+        s = schools[f"R{DEVICES.index(dev):02d}"]
+        per_school[s] = per_school.get(s, 0) + 1
+    assert sorted(per_school.values()) == [3, 3]
+    assert run(engine, T0 + 1, max_per_school=3) == []
+    node_acks(engine, T0 + 2, sent[:2])
+    assert len(run(engine, T0 + 3, max_per_school=3)) == 2
+
+
 def test_an_unpublished_command_goes_back_to_pending(engine):
     c = create(engine, waves=[100])
     assert run(engine, T0, can_send=False) == []
