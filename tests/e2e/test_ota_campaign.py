@@ -133,3 +133,32 @@ def test_a_release_that_crashes_at_boot_halts_the_campaign_after_the_first_wave(
         assert sent_to == first_wave and len(commanded) == 2
     finally:
         rec.close()
+
+
+def test_a_campaign_over_ipv6_only(tmp_path, tmp_path_factory, make_node, release_key, releases):  # noqa: F811
+    """Everything on ::1: the broker, the server (HTTP and ingest), the node's MQTT link
+    and its HTTP range downloads of the release."""
+    from tests.fleet_server.test_ipv6 import _has_ipv6_loopback
+    from tests.utils.mosquitto_tls import MosquittoOn
+    if not _has_ipv6_loopback():
+        pytest.fail("this machine has no IPv6 loopback (::1): `ip -6 addr show lo` shows none")
+    broker = MosquittoOn(tmp_path_factory.mktemp("mosquitto-v6"), host="::1").start()
+    srv = FleetServer(Settings(db=f"sqlite:///{tmp_path}/fleet.db", mqtt=broker.url,
+                               ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}",
+                               firmware_dir=str(tmp_path / "firmware"), firmware_trusted_keys=release_key[1],
+                               campaign_interval_s=1.0), host="::1").start()
+    try:
+        assert srv.base_url.startswith("http://[::1]:")
+        node = make_node(start=start_time(), speed=60, heap=OTA_HEAP, ota_pubkey=release_key[1], broker=broker)
+        wait_until(lambda: (srv.device(node.device_id) or {}).get("fw") == FACTORY_FW, 60, 0.5, "the node on ::1")
+        upload(srv, releases["0.3.0"])
+        c = start_campaign(srv, "0.3.0", [node.device_id], waves=[100])
+        c = ended(srv, c["id"], 180)
+        assert c["state"] == "completed" and c["by_state"]["confirmed"] == 1, c
+        sent = srv.get(f"/api/v1/firmware/campaigns/{c['id']}/events")[1]
+        assert sent["state"] == "sent"
+        wait_until(lambda: (srv.device(node.device_id) or {}).get("fw") == "0.3.0", 60, 0.5, "0.3.0 on ::1")
+        assert "New connection from ::1" in broker.log.read_text()
+    finally:
+        srv.stop()
+        broker.stop()

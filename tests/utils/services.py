@@ -117,12 +117,12 @@ class Mosquitto:
 class FleetServer:
     """The fleet server app under a real uvicorn in a thread, on a free port."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, host: str = "127.0.0.1") -> None:
         self.settings = settings
         self.app = create_app(settings)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+        self.port = free_port(host)
+        self.base_url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=self.port,
                                                      log_level="warning", lifespan="on"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self.http = httpx.Client(base_url=self.base_url, timeout=10)
