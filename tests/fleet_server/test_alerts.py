@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import time
-import uuid
 from datetime import date, datetime
 
 import pytest
@@ -18,7 +17,6 @@ from sqlalchemy import select
 
 from fleet_server.alerts.evaluator import evaluate
 from fleet_server.db.alerts_schema import alerts
-from fleet_server.db.engine import make_engine, migrate
 from fleet_server.db.registry_schema import rooms
 from fleet_server.db.schema import metadata
 from fleet_server.ingest.store import Received, store_batch
@@ -26,6 +24,7 @@ from fleet_server.protocol import Status, Window
 from fleet_server.registry import service as registry
 from fleet_server.registry.importer import import_csv
 from fleet_server.virtual_nodes import SHANGHAI
+from tests.utils.databases import migrated_engine
 from tests.utils.services import wait_until
 
 MON = date(2026, 3, 2)                  # a Monday; Wednesday 2026-03-04 is a holiday below
@@ -65,20 +64,9 @@ def load_registry(engine) -> dict[str, int]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path):
-    pg = name = None
-    if request.param == "postgresql":
-        pg = request.getfixturevalue("postgres")
-        name = f"alerts_{uuid.uuid4().hex[:12]}"
-        url = pg.create_database(name)
-    else:
-        url = f"sqlite:///{tmp_path}/alerts.db"
-    eng = make_engine(url)
-    migrate(eng)
-    eng.room = load_registry(eng)
-    yield eng
-    eng.dispose()
-    if pg is not None:
-        pg.drop_database(name)
+    with migrated_engine(request, tmp_path, "alerts") as eng:
+        eng.room = load_registry(eng)
+        yield eng
 
 
 def assign(engine, device_id: str, room_id: int, from_ts: int) -> None:

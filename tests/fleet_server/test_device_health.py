@@ -7,18 +7,17 @@ import csv
 import io
 import json
 import time
-import uuid
 from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from fleet_server.db.engine import make_engine, migrate
 from fleet_server.db.schema import status_history
 from fleet_server.ingest.store import Received, store_batch
 from fleet_server.protocol import Status
 from fleet_server.services import devices_health
 from fleet_server.virtual_nodes import SHANGHAI
+from tests.utils.databases import migrated_engine
 from tests.utils.services import wait_until
 
 SCHOOLS = """code,name,county_code,stage,day_start,day_end,weekdays
@@ -210,19 +209,8 @@ def test_health_over_time_counts_reboots_reset_causes_and_sensor_failures(server
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path):
-    pg = name = None
-    if request.param == "postgresql":
-        pg = request.getfixturevalue("postgres")
-        name = f"health_{uuid.uuid4().hex[:12]}"
-        url = pg.create_database(name)
-    else:
-        url = f"sqlite:///{tmp_path}/health.db"
-    eng = make_engine(url)
-    migrate(eng)
-    yield eng
-    eng.dispose()
-    if pg is not None:
-        pg.drop_database(name)
+    with migrated_engine(request, tmp_path, "health") as eng:
+        yield eng
 
 
 def test_status_history_skips_redeliveries_inside_and_across_batches(engine):

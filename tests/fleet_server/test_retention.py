@@ -4,7 +4,6 @@ rollups are identical before and after, the deletion queues nothing for the roll
 and a parked window deleted from `windows` is still rolled up once its room is known;
 the daily job prunes at start; `campusfleet db prune`; the setting's bounds."""
 import time
-import uuid
 
 import pytest
 from pydantic import ValidationError
@@ -23,6 +22,7 @@ from fleet_server.protocol import Event, Status, Window
 from fleet_server.registry import service as registry
 from fleet_server.registry.importer import import_csv
 from fleet_server.settings import Settings
+from tests.utils.databases import database_url
 from tests.utils.services import wait_until
 
 SCHOOLS = "code,name,county_code,stage,day_start,day_end,weekdays\nT1,西湖区保留小学,330106,primary,07:30,17:30,12345\n"
@@ -38,16 +38,8 @@ OLD_WINDOWS = NEW_WINDOWS = 30
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
-    pg = name = None
-    if request.param == "postgresql":
-        pg = request.getfixturevalue("postgres")
-        name = f"retention_{uuid.uuid4().hex[:12]}"
-        url = pg.create_database(name)
-    else:
-        url = f"sqlite:///{tmp_path}/retention.db"
-    yield url
-    if pg is not None:
-        pg.drop_database(name)
+    with database_url(request, tmp_path, "retention") as url:
+        yield url
 
 
 def day_start(days_ago: int) -> int:

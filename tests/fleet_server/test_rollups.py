@@ -5,7 +5,6 @@ between rooms splits its windows at the move; windows before any assignment wait
 back-dated one; two jobs at once never double count; `campusfleet rollup`."""
 import threading
 import time
-import uuid
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -26,6 +25,7 @@ from fleet_server.metrics.rollup import (
 from fleet_server.protocol import Window
 from fleet_server.registry import service as registry
 from fleet_server.registry.importer import import_csv
+from tests.utils.databases import migrated_engine
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 3, 2)          # a Monday
@@ -45,25 +45,14 @@ def at(hh: int, mm: int, day: date = DAY) -> int:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path):
-    pg = name = None
-    if request.param == "postgresql":
-        pg = request.getfixturevalue("postgres")
-        name = f"rollup_{uuid.uuid4().hex[:12]}"
-        url = pg.create_database(name)
-    else:
-        url = f"sqlite:///{tmp_path}/rollups.db"
-    eng = make_engine(url)
-    migrate(eng)
-    with eng.begin() as conn:
-        registry.load_regions(conn)
-    for kind, csv_text in (("schools", SCHOOLS), ("rooms", ROOMS)):
-        with eng.connect() as conn:
-            assert import_csv(conn, kind, csv_text).errors == []
-            conn.commit()
-    yield eng
-    eng.dispose()
-    if pg is not None:
-        pg.drop_database(name)
+    with migrated_engine(request, tmp_path, "rollup") as eng:
+        with eng.begin() as conn:
+            registry.load_regions(conn)
+        for kind, csv_text in (("schools", SCHOOLS), ("rooms", ROOMS)):
+            with eng.connect() as conn:
+                assert import_csv(conn, kind, csv_text).errors == []
+                conn.commit()
+        yield eng
 
 
 def room_ids(engine) -> dict[str, int]:

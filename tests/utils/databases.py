@@ -1,0 +1,40 @@
+"""A fresh database per test for the tests parametrised over ["sqlite", "postgresql"]
+(TESTING.md): SQLite in the test's tmp_path, or a new database in the session's real
+PostgreSQL (started only when a PostgreSQL case runs), dropped afterwards."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from fleet_server.db.engine import make_engine, migrate
+
+
+@contextmanager
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> Iterator[str]:
+    if request.param == "postgresql":
+        pg = request.getfixturevalue("postgres")
+        db = f"{name}_{uuid.uuid4().hex[:12]}"
+        url = pg.create_database(db)
+        try:
+            yield url
+        finally:
+            pg.drop_database(db)
+    else:
+        yield f"sqlite:///{tmp_path}/{name}.db"
+
+
+@contextmanager
+def migrated_engine(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> Iterator[Engine]:
+    """An engine on a fresh database migrated to the head revision."""
+    with database_url(request, tmp_path, name) as url:
+        eng = make_engine(url)
+        try:
+            migrate(eng)
+            yield eng
+        finally:
+            eng.dispose()
