@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     ingest_device_rate_per_s: float = Field(1.0, ge=0)
     ingest_device_burst: int = Field(10_000, ge=1)
+    # Login throttling by client address (docs/security.md, "Users, roles and audit"), on
+    # top of the per-user lockout: each address may try login_address_burst logins at
+    # once, refilled at login_address_per_min (0 = no limit); an IPv6 client counts by
+    # its /login_ipv6_prefix network (a host usually holds a whole /64).
+    login_address_per_min: float = Field(10.0, ge=0)
+    login_address_burst: int = Field(20, ge=1)
+    login_ipv6_prefix: int = Field(64, ge=16, le=128)
 
     @property
     def device_rate(self) -> tuple[float, int] | None:

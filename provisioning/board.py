@@ -82,7 +82,11 @@ class Board:
             raise ProvisionError(f"cannot open {port}: {e}") from None
         try:
             # resume: interrupt what runs (Ctrl-C), enter the raw REPL, but no soft reset.
+            # On a pty (QEMU, a virtual board) mpremote reads without a timeout, so a silent
+            # peer would block forever: bound the reads while the REPL has not answered yet.
+            self.transport.serial.timeout = 1.0
             self.transport.enter_raw_repl(soft_reset=False)
+            self.transport.serial.timeout = None
         except TransportError:
             self.transport.close()
             raise ProvisionError(f"no MicroPython REPL answers on {port}: flash MicroPython first "

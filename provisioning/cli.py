@@ -16,12 +16,13 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from provisioning import firmware_cache
+from provisioning.batch import batch as run_batch, read_batch, summary_table
 from provisioning.board import Board
 from provisioning.deploy import REPO_FIRMWARE_DIR, deploy as deploy_files
 from provisioning.errors import ProvisionError
 from provisioning.flash import FAST_BAUD, flash as flash_board
-from provisioning.install import Job, Options, batch as run_batch, describe_window, install as run_install, read_batch
-from provisioning.label import Label, write as write_label
+from provisioning.install import Job, Options, describe_window, install as run_install
+from provisioning.label import Label, read_labels, write as write_label, write_sheet
 from provisioning.register import parse_room_qr, register as register_node
 from provisioning.server_api import FleetApi
 from provisioning.verify import verify as verify_node
@@ -152,16 +153,32 @@ def verify(port: Port, server: Server, token: Token = None,
 
 
 @app.command()
-def label(device_id: Annotated[str, typer.Option(help="cf-<12 hex>")],
-          school: Annotated[str, typer.Option(help="school code and name")],
-          room: Annotated[str, typer.Option(help="room code and name")],
-          out: LabelDir = Path("labels")) -> None:
-    """Write the node's label (SVG and PNG) with a QR code of its device id."""
+def label(device_id: Annotated[Optional[str], typer.Option(help="cf-<12 hex>")] = None,
+          school: Annotated[Optional[str], typer.Option(help="school code and name")] = None,
+          room: Annotated[Optional[str], typer.Option(help="room code and name")] = None,
+          out: LabelDir = Path("labels"),
+          from_csv: Annotated[Optional[Path], typer.Option(
+              help="CSV of device_id,school,room rows (a batch's log works too) instead of one label")] = None,
+          sheet: Annotated[Optional[Path], typer.Option(
+              help="also write all these labels on an A4 sheet PDF (3 x 8 labels per page)")] = None) -> None:
+    """Write node labels (SVG and PNG) with a QR code of the device id; --sheet: an A4 PDF."""
     from provisioning.nodeconfig import DEVICE_ID
-    if not DEVICE_ID.match(device_id):
-        raise ProvisionError(f"--device-id {device_id!r} is not cf-<12 lowercase hex digits>")
-    for f in write_label(Label(device_id, school, room), out):
-        _say(str(f))
+    if from_csv is not None:
+        if device_id or school or room:
+            raise ProvisionError("give --from-csv or --device-id/--school/--room, not both")
+        labels = read_labels(from_csv)
+    else:
+        if not (device_id and school and room):
+            raise ProvisionError("give --device-id, --school and --room (or --from-csv FILE)")
+        if not DEVICE_ID.match(device_id):
+            raise ProvisionError(f"--device-id {device_id!r} is not cf-<12 lowercase hex digits>")
+        labels = [Label(device_id, school, room)]
+    for lab in labels:
+        for f in write_label(lab, out):
+            _say(str(f))
+    if sheet is not None:
+        write_sheet(labels, sheet, title=f"CampusFleet ({len(labels)} labels)")
+        _say(f"{sheet}: {len(labels)} labels")
 
 
 def _options(server, token, wifi_ssid, wifi_password, extra, firmware_dir, chip, no_flash, labels, hardware):
@@ -196,27 +213,28 @@ def batch(file: Annotated[Path, typer.Argument(help="CSV of port,school,room row
           token: Token = None, wifi_ssid: WifiSsid = None, wifi_password: WifiPassword = None,
           extra: Extra = None, firmware_dir: FirmwareDir = REPO_FIRMWARE_DIR, chip: Chip = ChipName.auto,
           no_flash: bool = False, labels: LabelDir = Path("labels"),
-          log: Annotated[Path, typer.Option(help="CSV log, appended")] = Path("provision-log.csv"),
+          log: Annotated[Path, typer.Option(help="CSV log, appended; a rerun resumes from it")] = Path("provision-log.csv"),
           workers: Annotated[int, typer.Option(min=1, max=16)] = 4,
+          redo: Annotated[bool, typer.Option(help="install every row again, even those the log says are done")] = False,
+          sheet: Annotated[Optional[Path], typer.Option(help="label sheet PDF (default labels/sheet-<time>.pdf)")] = None,
           hardware: Optional[str] = None) -> None:
-    """install for every row, several ports at once; a summary table and a CSV log."""
+    """install for every row, several ports at once; a summary table, a CSV log and a label sheet."""
     jobs = read_batch(file)
     outcomes = run_batch(jobs, _options(server, token, wifi_ssid, wifi_password, extra, firmware_dir, chip,
                                         no_flash, labels, hardware), log_path=log, workers=workers,
-                         progress=_progress)
-    _say(f"{'port':16} {'device':16} {'school':8} {'room':8} result")
-    for o in outcomes:
-        _say(f"{o.port:16} {o.device_id or '-':16} {o.school:8} {o.room:8} {o.summary}")
-    failed = sum(not o.ok for o in outcomes)
-    _say(f"{len(outcomes) - failed} of {len(outcomes)} nodes ok; log: {log}")
-    if failed:
+                         progress=_progress, redo=redo, sheet_path=sheet)
+    for line in summary_table(outcomes):
+        _say(line)
+    _say(f"log: {log}")
+    if any(not o.ok for o in outcomes):
         raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every error is one line on stderr (usage errors exit 2, failures 1)."""
     try:
-        app(args=argv, prog_name="campus-provision", standalone_mode=False)
+        # Without standalone mode click returns a command's typer.Exit code instead of raising it.
+        code = app(args=argv, prog_name="campus-provision", standalone_mode=False)
     except click_exc.NoArgsIsHelpError as e:
         typer.echo(e.ctx.get_help() if e.ctx else "campus-provision --help", err=True)
         return 2
@@ -232,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except typer.Exit as e:
         return e.exit_code
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,11 +36,55 @@ class FlashResult:
     attempts: list[str] = field(default_factory=list)   # why earlier attempts failed
 
 
+class _PerThreadStream(io.TextIOBase):
+    """Stands in for sys.stdout/stderr while flashes run: a thread that is flashing
+    writes into its own log, every other write goes to the stream it replaced. (A
+    plain redirect_stdout per flash is process-wide: two flashes of a batch would swap
+    each other's streams and leave the screen's output in one board's log.)"""
+
+    def __init__(self, replaced) -> None:
+        self.replaced = replaced
+        self.logs = threading.local()
+
+    def _target(self):
+        return getattr(self.logs, "log", None) or self.replaced
+
+    def write(self, s: str) -> int:
+        return self._target().write(s)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+_streams_lock = threading.Lock()
+_streams: list = []          # [stdout proxy, stderr proxy, number of flashes using them]
+
+
 @contextlib.contextmanager
 def _quiet(log: io.StringIO):
-    """esptool prints its progress: keep it for the error message, not the screen."""
-    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    """esptool prints its progress: keep it (this thread's) for the error message, not the screen."""
+    with _streams_lock:
+        if not _streams:
+            _streams[:] = [_PerThreadStream(sys.stdout), _PerThreadStream(sys.stderr), 0]
+            sys.stdout, sys.stderr = _streams[0], _streams[1]
+        _streams[2] += 1
+        out, err = _streams[0], _streams[1]
+    out.logs.log = err.logs.log = log
+    try:
         yield
+    finally:
+        out.logs.log = err.logs.log = None
+        with _streams_lock:
+            _streams[2] -= 1
+            if _streams[2] == 0:
+                if sys.stdout is out:
+                    sys.stdout = out.replaced
+                if sys.stderr is err:
+                    sys.stderr = err.replaced
+                _streams.clear()
 
 
 def connect(port: str, chip: str = "auto", baud: int = ROM_BAUD):

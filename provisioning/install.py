@@ -1,11 +1,9 @@
-"""One technician step for a node (flash, deploy, register, verify, label) and a batch
-of them over several ports in parallel, with a CSV log. Rerunning on a provisioned
-node changes nothing and says so."""
+"""Install one node: flash, deploy, register, verify, label, with a progress line per
+step and one outcome. Rerunning on a provisioned node changes nothing and says so.
+Many nodes at once: provisioning/batch.py."""
 from __future__ import annotations
 
-import csv
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,6 +42,9 @@ class Options:
     verify_timeout_s: float = 180.0
     # A virtual board's reset (tests); None: machine.reset() over the REPL.
     reset_for: Callable[[str], Callable[[], None]] | None = None
+    # Where the board's ROM loader answers when not on the REPL's port (tests: the ROM
+    # loader simulator's socket:// URL); None: the same port, as on every real board.
+    flash_port_for: Callable[[str], str] | None = None
 
 
 @dataclass
@@ -57,6 +58,9 @@ class Outcome:
     seconds: float = 0.0
     upload_bytes: int = 0
     first_window: dict | None = None
+    label: Label | None = None
+    # Skipped in a rerun: the log says it was done and the server shows it online in its room.
+    done_earlier: str | None = None       # the log row's time
 
     @property
     def ok(self) -> bool:
@@ -71,6 +75,8 @@ class Outcome:
         if not self.ok:
             failed = next((s for s, v in self.steps.items() if v == "failed"), "?")
             return f"FAILED at {failed}: {self.error}"
+        if self.done_earlier:
+            return f"done earlier ({self.done_earlier}), online: skipped"
         if not self.changed:
             return "already provisioned, nothing changed"
         return "provisioned"
@@ -95,7 +101,8 @@ def install(job: Job, opts: Options, progress: Progress | None = None) -> Outcom
     step = "flash"
     try:
         if opts.do_flash:
-            r = flash(job.port, lambda chip: firmware_cache.find(chip)[1], chip=opts.chip)
+            rom_port = opts.flash_port_for(job.port) if opts.flash_port_for else job.port
+            r = flash(rom_port, lambda chip: firmware_cache.find(chip)[1], chip=opts.chip)
             out.steps["flash"] = "unchanged" if r.already_flashed else "done"
             say("flash", f"{r.chip} {r.mac}: " + ("image already in flash" if r.already_flashed
                                                   else f"{r.size} B written at {r.offset:#x}, verified"))
@@ -123,8 +130,9 @@ def install(job: Job, opts: Options, progress: Progress | None = None) -> Outcom
         say("verify", f"online after {v.seconds:.1f} s; first window: {describe_window(v.window)}")
         step = "label"
         if opts.label_dir is not None:
-            files = write_label(Label(reg.device_id, f"{reg.school['code']} {reg.school['name']}",
-                                      f"{reg.room['code']} {reg.room['name']}"), opts.label_dir)
+            out.label = Label(reg.device_id, f"{reg.school['code']} {reg.school['name']}",
+                              f"{reg.room['code']} {reg.room['name']}")
+            files = write_label(out.label, opts.label_dir)
             out.steps["label"] = "done"
             say("label", ", ".join(str(f) for f in files))
         else:
@@ -147,51 +155,3 @@ def describe_window(w: dict | None) -> str:
         if env.get(key) is not None:
             parts.append(f"{env[key]} {unit}")
     return ", ".join(parts)
-
-
-def read_batch(path: Path) -> list[Job]:
-    """port,school,room rows (a header row naming them is optional; # comments skipped)."""
-    try:
-        text = path.read_text("utf-8-sig")
-    except OSError as e:
-        raise ProvisionError(f"cannot read {path}: {e.strerror}") from None
-    jobs, ports = [], set()
-    for n, row in enumerate(csv.reader(text.splitlines()), 1):
-        if not row or row[0].strip().startswith("#"):
-            continue
-        cells = [c.strip() for c in row]
-        if n == 1 and [c.lower() for c in cells[:3]] == ["port", "school", "room"]:
-            continue
-        if len(cells) < 3 or not all(cells[:3]):
-            raise ProvisionError(f"{path.name} line {n}: expected port,school,room, got {','.join(row)!r}")
-        if cells[0] in ports:
-            raise ProvisionError(f"{path.name} line {n}: port {cells[0]} appears twice")
-        ports.add(cells[0])
-        jobs.append(Job(*cells[:3]))
-    if not jobs:
-        raise ProvisionError(f"{path.name} has no port,school,room rows")
-    return jobs
-
-
-LOG_FIELDS = ("time", "port", "device_id", "school", "room", "result", *STEPS, "upload_bytes", "seconds", "error")
-
-
-def batch(jobs: list[Job], opts: Options, *, log_path: Path, workers: int = 4,
-          progress: Progress | None = None) -> list[Outcome]:
-    """Runs install() for every job, up to `workers` ports at once (each port is its own
-    USB link; the server and the host's CPU are shared), and appends one CSV row per node."""
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-        outcomes = list(pool.map(lambda j: install(j, opts, progress), jobs))
-    new = not log_path.exists()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, LOG_FIELDS)
-        if new:
-            w.writeheader()
-        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        for o in outcomes:
-            w.writerow({"time": now, "port": o.port, "device_id": o.device_id or "", "school": o.school,
-                        "room": o.room, "result": o.summary if o.ok else "failed",
-                        **{s: o.steps.get(s, "") for s in STEPS}, "upload_bytes": o.upload_bytes,
-                        "seconds": f"{o.seconds:.1f}", "error": o.error or ""})
-    return outcomes

@@ -1,13 +1,20 @@
 """Authentication and authorization as FastAPI dependencies: the Principal from an
 `Authorization: Bearer` API token or the signed session cookie (with its CSRF check on
-unsafe methods), `require(scope)` for routers and endpoints, and the 401/403 handlers."""
+unsafe methods), `require(scope)` for routers and endpoints, and the 401/403 handlers
+(with 422 answers for a number in the request that the database cannot hold, and
+for invalid requests whose input JSON cannot echo: 1e400, bodies not in UTF-8)."""
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+import math
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 
 from fleet_server.auth import sessions, tokens
@@ -16,6 +23,7 @@ from fleet_server.auth.errors import Forbidden, NotAuthenticated
 from fleet_server.auth.principal import Principal
 from fleet_server.auth.scoping import require_scope
 
+log = logging.getLogger(__name__)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 MAX_FORM_BYTES = 64 * 1024
 
@@ -121,6 +129,49 @@ async def _forbidden(request: Request, exc: Forbidden):
     return JSONResponse({"detail": str(exc) or "forbidden"}, status_code=403)
 
 
+async def _out_of_range(request: Request, exc: Exception):
+    """An id or number past what the database column holds (an int over 2^63 on SQLite
+    raises OverflowError, over the column's range on PostgreSQL a DataError): the
+    request is wrong, not the server; found by tests/fleet_server/test_fuzz_server.py."""
+    log.info("refused %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse({"detail": "a number or value in the request is out of range"}, status_code=422)
+
+
+MAX_ECHO_CHARS = 1000
+MAX_ECHO_DEPTH = 20
+
+
+def _writable(value: Any, depth: int = 0) -> Any:
+    """What FastAPI's 422 answer echoes back (the request's own input), made writable
+    as JSON: a number like 1e400 became inf, which JSON has no form for; a body that is
+    not UTF-8 stays bytes, which the default answer decodes strictly; a lone surrogate
+    (\\ud83d) cannot be encoded; a deeply nested body overflows the stack. Each of these
+    answered 500 (found by tests/fleet_server/test_fuzz_server.py). Long inputs are cut."""
+    if depth > MAX_ECHO_DEPTH:
+        return "..."
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[:MAX_ECHO_CHARS * 4]).decode("utf-8", "replace")
+    if isinstance(value, str):
+        value = value if len(value) <= MAX_ECHO_CHARS else value[:MAX_ECHO_CHARS] + "..."
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_writable(k, depth + 1) if isinstance(k, str) else k: _writable(v, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_writable(v, depth + 1) for v in value]
+    return value
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError):
+    """FastAPI's own 422 answer, with the echoed input made writable (_writable)."""
+    return JSONResponse({"detail": jsonable_encoder(_writable(list(exc.errors())))}, status_code=422)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(NotAuthenticated, _not_authenticated)
     app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(OverflowError, _out_of_range)
+    app.add_exception_handler(DataError, _out_of_range)
+    app.add_exception_handler(RequestValidationError, _invalid_request)

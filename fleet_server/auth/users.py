@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from fleet_server.auth.passwords import check_password, check_strength, hash_password
+from fleet_server.auth.passwords import check_password, check_strength, hash_password, needs_rehash
 from fleet_server.auth.principal import REGION_ROLES, ROLE_SCOPES, Principal
 from fleet_server.db.auth_schema import ROLES, users
 from fleet_server.db.registry_schema import regions, schools
@@ -155,8 +155,11 @@ def authenticate(conn: Connection, username: str, password: str, *, now_s: float
     if row.locked_until_s is not None and row.locked_until_s > now_s:
         raise Locked(row.locked_until_s)
     if check_password(password, row.password_hash):
-        conn.execute(users.update().where(users.c.id == row.id)
-                     .values(failed_logins=0, locked_until_s=None, last_login_s=now_s))
+        values: dict[str, Any] = {"failed_logins": 0, "locked_until_s": None, "last_login_s": now_s}
+        if needs_rehash(row.password_hash):
+            # An older (scrypt) or weaker hash becomes today's, now that the password is at hand.
+            values["password_hash"] = hash_password(password)
+        conn.execute(users.update().where(users.c.id == row.id).values(**values))
         return get_user(conn, row.id)
     # A lock that has run out starts a fresh count.
     failures = (0 if row.locked_until_s is not None else row.failed_logins) + 1

@@ -86,8 +86,11 @@ def ota_args(release: dict, base_url: str) -> dict:
 
 def release_file(firmware_dir: Path, version: str, name: str) -> Path | None:
     """The stored file, or None; never a path outside the release folder."""
-    root = (Path(firmware_dir) / version).resolve()
-    p = (root / name).resolve()
-    if root not in p.parents or not p.is_file():
+    try:
+        root = (Path(firmware_dir) / version).resolve()
+        p = (root / name).resolve()
+        if root not in p.parents or not p.is_file():
+            return None
+    except (ValueError, OSError):   # a NUL byte in the name, a name too long for the file system
         return None
     return p

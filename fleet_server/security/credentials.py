@@ -1,23 +1,23 @@
 """Per-device MQTT secrets on the server side: issue, check, rotate, revoke. Only an
-scrypt hash of each secret is stored (device_credentials); the secret itself is shown
-once, to whoever asked for it (the technician's register call, or a rotate call)."""
+scrypt hash of each secret is stored (device_credentials, hashed by
+fleet_server.auth.passwords); the secret itself is shown once, to whoever asked for it
+(the technician's register call, or a rotate call)."""
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import secrets
 from pathlib import Path
 
 from sqlalchemy import Connection, select
 
+from fleet_server.auth.passwords import check_secret, hash_secret
 from fleet_server.db.provisioning_schema import device_credentials
 
-# RFC 7914 parameters: N = 2^14, r = 8, p = 1 (16 MiB, ~50 ms), 16-byte salt, 32-byte key.
-_SCRYPT_LOG2_N, _SCRYPT_R, _SCRYPT_P = 14, 8, 1
+# Hashing is fleet_server.auth.passwords' (scrypt N = 2^14, r = 8, p = 1 for these
+# random secrets); hash_secret / check_secret stay importable from here.
 SECRET_BYTES = 24        # 192 bits of randomness (the issue asks for >= 128)
 # Stored in place of a hash when a device's credentials are revoked: it matches no
-# secret (check_secret only accepts scrypt), and the row, with its hardware and
+# secret (it is no hash form check_secret knows), and the row, with its hardware and
 # firmware, stays. A rotate or a new registration issues a working secret again.
 REVOKED = "revoked"
 
@@ -35,25 +35,6 @@ class NotRegistered(LookupError):
 
 def new_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
-
-
-def hash_secret(secret: str, salt: bytes | None = None, log2_n: int = _SCRYPT_LOG2_N,
-                r: int = _SCRYPT_R, p: int = _SCRYPT_P) -> str:
-    salt = salt or secrets.token_bytes(16)
-    key = hashlib.scrypt(secret.encode(), salt=salt, n=1 << log2_n, r=r, p=p, dklen=32)
-    return f"scrypt${log2_n}${r}${p}${salt.hex()}${key.hex()}"
-
-
-def check_secret(secret: str, stored: str) -> bool:
-    """Constant-time comparison of the recomputed hash with the stored one."""
-    try:
-        scheme, log2_n, r, p, salt, _ = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        again = hash_secret(secret, bytes.fromhex(salt), int(log2_n), int(r), int(p))
-    except ValueError:
-        return False
-    return hmac.compare_digest(again, stored)
 
 
 def stored_hash(conn: Connection, device_id: str) -> str | None:
@@ -102,3 +83,9 @@ def read_secret_file(path: str | Path, what: str) -> str:
     if not secret:
         raise ValueError(f"the {what} file {p} is empty")
     return secret
+
+
+# check_secret / hash_secret are fleet_server.auth.passwords', re-exported for the
+# provisioning code that imports them from here.
+__all__ = ["REVOKED", "SECRET_BYTES", "NotRegistered", "Verdict", "check_secret", "classify", "hash_secret",
+           "new_secret", "read_secret_file", "revoke", "rotate", "stored_hash", "verify"]

@@ -48,7 +48,7 @@ class DynsecClient:
     threads are matched to their answers by correlation data."""
 
     def __init__(self, host: str, port: int, *, username: str, password: str,
-                 client_id: str | None = None, timeout_s: float = 5.0) -> None:
+                 client_id: str | None = None, timeout_s: float = 5.0, tls_ca_file: str | None = None) -> None:
         self.host = host
         self.port = port
         self.username = username
@@ -61,6 +61,8 @@ class DynsecClient:
                                    client_id=client_id or f"campusfleet-dynsec-{uuid.uuid4().hex[:8]}",
                                    protocol=mqtt.MQTTv5)
         self._client.username_pw_set(username, password)
+        if tls_ca_file is not None:   # mqtts://: verify the broker's chain and name ('' = system trust)
+            self._client.tls_set(ca_certs=tls_ca_file or None)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect

@@ -119,7 +119,10 @@ def dynsec_security(settings: Settings, host: str, port: int, login: MqttLogin |
     if not settings.broker_admin_password_file:
         raise ValueError("broker_admin_user is set but broker_admin_password_file is not")
     password = read_secret_file(settings.broker_admin_password_file, "broker admin password")
-    client = DynsecClient(host, port, username=settings.broker_admin_user, password=password).connect()
+    # Over TLS when the broker URL is mqtts:// (the admin password and every device
+    # secret travel in these commands), verified with mqtt_ca_file like ingest.
+    client = DynsecClient(host, port, username=settings.broker_admin_user, password=password,
+                          tls_ca_file=settings.mqtt_tls_ca()).connect()
     try:
         client.ensure_roles()
         if login is not None:
@@ -127,8 +130,8 @@ def dynsec_security(settings: Settings, host: str, port: int, login: MqttLogin |
     except Exception:
         client.close()
         raise
-    log.info("managing device clients on %s:%s through dynamic security as %r", host, port,
-             settings.broker_admin_user)
+    log.info("managing device clients on %s:%s through dynamic security as %r%s", host, port,
+             settings.broker_admin_user, " over TLS" if settings.mqtt_tls_ca() is not None else "")
     return DynsecSecurity(client)
 
 

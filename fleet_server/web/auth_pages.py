@@ -1,7 +1,8 @@
 """The login page and logout for the dashboards: POST /login checks the password (with
-lockout, fleet_server.auth.users), sets the session cookie and goes back where the user
-was headed; the login form carries a double-submit CSRF token (a random value in a
-cookie and in the form) since there is no session yet to bind one to."""
+the address throttle and the per-user lockout, fleet_server.auth), sets the session
+cookie and goes back where the user was headed; the login form carries a double-submit
+CSRF token (a random value in a cookie and in the form) since there is no session yet
+to bind one to."""
 from __future__ import annotations
 
 import hmac
@@ -61,10 +62,17 @@ async def login_submit(request: Request):
         try:
             auth_routes.login(conn, request, response, username, fields.get("password", ""))
         except HTTPException as e:
-            message = ("Wrong username or password. / 用户名或密码错误。" if e.status_code == 401
-                       else f"{e.detail} / 登录失败次数过多，账户已暂时锁定。")
-            return _login_page(request, next_url=next_url, error=message, username=username,
-                               status_code=e.status_code)
+            if e.status_code == 401:
+                message = "Wrong username or password. / 用户名或密码错误。"
+            elif "address" in str(e.detail):
+                message = f"{e.detail}. / 此地址登录尝试过多，请稍后再试。"
+            else:
+                message = f"{e.detail} / 登录失败次数过多，账户已暂时锁定。"
+            page_ = _login_page(request, next_url=next_url, error=message, username=username,
+                                status_code=e.status_code)
+            for name, value in (e.headers or {}).items():     # Retry-After on a 429
+                page_.headers[name] = value
+            return page_
     response.delete_cookie(sessions.LOGIN_CSRF_COOKIE, path="/login")
     return response
 

@@ -26,7 +26,7 @@ CampaignId = Annotated[int, Path(ge=1)]
 @router.get("/fleet/campaigns/{campaign_id}", response_class=HTMLResponse)
 def campaign(request: Request, conn: ConnDep, principal: PrincipalDep, campaign_id: CampaignId,
              error: str | None = None) -> HTMLResponse:
-    campaign_routes._fleet_wide(principal)
+    campaign_routes.fleet_wide(principal)
     try:
         model = views_campaigns.campaign_page(conn, campaign_id)
     except svc.NotFound as e:
@@ -47,9 +47,17 @@ async def campaign_action(request: Request, principal: PrincipalDep, campaign_id
     with request.app.state.engine.connect() as conn:
         try:
             scoping.require_scope(principal, FIRMWARE_UPLOAD)
-            campaign_routes._act(conn, principal, campaign_id, action)
-        except HTTPException as e:
-            return RedirectResponse(f"{url}?error={quote(str(e.detail)[:300])}", status_code=303)
+            campaign_routes.fleet_wide(principal)
         except Forbidden as e:
             return RedirectResponse(f"{url}?error={quote(str(e)[:300])}", status_code=303)
+        except HTTPException as e:
+            return RedirectResponse(f"{url}?error={quote(str(e.detail)[:300])}", status_code=303)
+        try:
+            svc.get(conn, campaign_id)
+        except svc.NotFound as e:
+            raise HTTPException(404, str(e)) from None   # no page to go back to
+        try:
+            campaign_routes.act(conn, principal, campaign_id, action)
+        except HTTPException as e:
+            return RedirectResponse(f"{url}?error={quote(str(e.detail)[:300])}", status_code=303)
     return RedirectResponse(url, status_code=303)

@@ -181,6 +181,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "error": ("Error", "错误"),
     "page": ("Page", "页"),
 }
+assert not MESSAGES.keys() & CAMPAIGN_MESSAGES.keys(), "a campaign label would replace another"
 MESSAGES.update(CAMPAIGN_MESSAGES)
 
 

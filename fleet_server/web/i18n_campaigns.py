@@ -24,9 +24,9 @@ CAMPAIGN_MESSAGES: dict[str, tuple[str, str]] = {
     "devices_in_campaign": ("Devices", "设备数"),
     "success": ("Succeeded", "成功"),
     "failures": ("Failed", "失败"),
-    "reason": ("Reason", "原因"),
-    "policy": ("Policy", "策略"),
-    "policy_text": ("next wave at >= {success} % confirmed; halt above {failures} % failed; "
+    "campaign_reason": ("Reason", "原因"),
+    "campaign_policy": ("Policy", "策略"),
+    "campaign_policy_text": ("next wave at >= {success} % confirmed; halt above {failures} % failed; "
                     "a device without a result after {timeout} h fails",
                     "本批确认成功 ≥ {success}% 才开始下一批；失败超过 {failures}% 自动停止；"
                     "下发 {timeout} 小时后仍无结果的设备记为失败"),

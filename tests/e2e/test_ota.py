@@ -264,6 +264,8 @@ def test_firmware_downloads_support_range_and_refuse_unsigned_uploads(ota_server
     assert part.headers["content-range"] == f"bytes 10-19/{args['size']}"
     assert ota_server.http.get(url, headers={"Range": "bytes=999999-"}).status_code == 416
     assert ota_server.http.get("/firmware/0.3.0/../../etc/passwd").status_code == 404
+    assert ota_server.http.get("/firmware/0.3.0/%00").status_code == 404            # found by the fuzzer: was 500
+    assert ota_server.http.get("/firmware/0.3.0/" + "a" * 300).status_code == 404
     listed = ota_server.get("/api/v1/firmware/releases")
     assert [r["version"] for r in listed] == ["0.3.0"] and listed[0]["boards"] == ["esp32", "esp32c3", "esp32s3", "sim"]
     # The same version again: 409. Unsigned: 422. Signed by another key: 422.

@@ -4,6 +4,7 @@ with its CSRF token on writes, tokens are scoped, expire and can be revoked, fiv
 failed logins lock an account, and the audit log records changes and refuses edits."""
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import closing
 import uuid
@@ -275,3 +276,48 @@ def test_cli_creates_the_first_operator_and_a_token_printed_once(tmp_path):
         assert all(e.actor.startswith("cli:") for e in entries)
     finally:
         engine.dispose()
+
+
+def _old_scrypt_hash(secret: str, log2_n: int, salt: bytes) -> str:
+    """The stored form both former hashing modules wrote (auth/passwords.py without
+    argon2, security/credentials.py always), computed here without the code under test."""
+    key = hashlib.scrypt(secret.encode(), salt=salt, n=1 << log2_n, r=8, p=1, dklen=32, maxmem=256 * 1024 * 1024)
+    return f"scrypt${log2_n}$8$1${salt.hex()}${key.hex()}"
+
+
+def test_one_hashing_module_checks_passwords_and_device_secrets_of_either_form():
+    from fleet_server.auth import passwords
+    from fleet_server.security import credentials
+
+    device_hash = _old_scrypt_hash("s3cret-device", 14, b"\x01" * 16)
+    assert credentials.check_secret is passwords.check and credentials.hash_secret is passwords.hash_secret
+    assert credentials.classify(device_hash, "s3cret-device") is credentials.Verdict.OK
+    assert credentials.classify(device_hash, "s3cret-devicf") is credentials.Verdict.WRONG
+    assert credentials.classify(credentials.REVOKED, "revoked") is credentials.Verdict.REVOKED
+    assert not passwords.check("revoked", credentials.REVOKED)
+    assert passwords.hash_secret("s3cret-device", b"\x01" * 16) == device_hash      # same form as before
+    assert passwords.check(PASSWORD, passwords.hash_password(PASSWORD))
+    assert passwords.check(PASSWORD, _old_scrypt_hash(PASSWORD, 15, b"\x02" * 16))
+    assert not passwords.check(PASSWORD, "scrypt$30$8$1$00$00")                      # absurd cost: refused
+    assert not passwords.check(PASSWORD, "md5$x") and not passwords.check("", device_hash)
+    assert passwords.needs_rehash(device_hash) and not passwords.needs_rehash(passwords.hash_password(PASSWORD))
+
+
+def test_a_password_stored_as_scrypt_logs_in_and_is_rehashed_as_argon2(server):
+    server.add_user("alice", "operator", password=PASSWORD)
+    old = _old_scrypt_hash(PASSWORD, 15, b"\x03" * 16)
+    with server.app.state.engine.begin() as conn:
+        conn.execute(update(users).where(users.c.username == "alice").values(password_hash=old))
+    _, wrong = _login(server, password="not-the-password")
+    assert wrong.status_code == 401
+    with server.app.state.engine.connect() as conn:
+        assert conn.execute(select(users.c.password_hash).where(users.c.username == "alice")).scalar_one() == old
+    client, r = _login(server)
+    client.close()
+    assert r.status_code == 200, r.text
+    with server.app.state.engine.connect() as conn:
+        stored = conn.execute(select(users.c.password_hash).where(users.c.username == "alice")).scalar_one()
+    assert stored.startswith("$argon2id$")
+    client, r = _login(server)
+    client.close()
+    assert r.status_code == 200

@@ -118,3 +118,35 @@ def test_cli_flash_takes_the_image_into_the_cache_and_prints_one_result_line(mak
     assert bytes(sim.flash[:len(image.read_bytes())]) == image.read_bytes()
     assert main(["firmware", "list"]) == 0
     assert "esp32s3  1.27.0" in capsys.readouterr().out
+
+
+def test_parallel_flashes_keep_esptool_output_in_their_own_logs_and_the_screen_intact(make_sim, capsys):
+    """A batch flashes several boards at once: esptool's chatter must not reach the
+    screen, and the screen must not end up redirected into one board's log."""
+    import sys
+    import threading
+    before = sys.stdout, sys.stderr
+    sims = [make_sim("esp32", mac=f"24:0a:c4:00:01:{i:02x}") for i in range(3)]
+    image = esp_image(size=100_000)
+    sims[1].inject_link_drop(after_blocks=1, times=1000)       # one fails: its error names both attempts
+    results: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        try:
+            results[i] = flash(sims[i].url, lambda c: image)
+        except ProvisionError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    print("technician's progress line")
+    for t in threads:
+        t.join()
+    print("after the batch")
+    assert (sys.stdout, sys.stderr) == before
+    out, err = capsys.readouterr()
+    assert out == "technician's progress line\nafter the batch\n" and err == ""
+    assert isinstance(results[1], ProvisionError) and "115200 baud" in str(results[1])
+    for i in (0, 2):
+        assert bytes(sims[i].flash[0x1000:0x1000 + len(image)]) == image

@@ -1,12 +1,14 @@
 """POST /api/v1/provisioning/register on a running server (SQLite and PostgreSQL): the
 room by school + room code, the assignment, a random secret stored only as its scrypt
-hash, kept when the node presents it again, replaced otherwise."""
+hash, kept when the node presents it again, replaced otherwise. The service behind the
+thin route (fleet_server/services/registration.py) writes nothing its caller does not commit."""
 from __future__ import annotations
 
 from sqlalchemy import select
 
 from fleet_server.api.routes.provisioning import SECRET_BYTES, check_secret, hash_secret
 from fleet_server.db.provisioning_schema import device_credentials
+from fleet_server.services import registration
 
 DEVICE = "cf-240ac4123456"
 
@@ -66,3 +68,32 @@ def test_scrypt_hash_format_carries_its_parameters():
     scheme, log2_n, r, p, salt, key = h.split("$")
     assert (scheme, log2_n, r, p, salt) == ("scrypt", "14", "8", "1", "00" * 16) and len(key) == 64
     assert check_secret("s3cret", h) and not check_secret("s3cret", "md5$x")
+
+
+def test_the_registration_service_writes_nothing_until_its_caller_commits(fleet):
+    engine, mqtt_url = fleet.app.state.engine, fleet.settings.mqtt
+    with engine.connect() as conn:
+        result = registration.register_device(conn, device_id=DEVICE, school_code="S1", room_code="B201",
+                                              hardware="s3-v1", mqtt_url=mqtt_url, api_host="127.0.0.1")
+        assert result["changed"] == {"assignment": True, "credentials": True}
+        assert result["config"]["board"] == "s3-v1" and result["room"]["code"] == "B201"
+        conn.rollback()
+    with engine.connect() as conn:
+        assert conn.execute(select(device_credentials)).first() is None
+    assert (fleet.device(DEVICE) or {}).get("room") is None
+    with engine.connect() as conn:
+        secret = registration.register_device(conn, device_id=DEVICE, school_code="S1", room_code="B201",
+                                              mqtt_url=mqtt_url, api_host="127.0.0.1")["mqtt"]["password"]
+        conn.commit()
+        again = registration.register_device(conn, device_id=DEVICE, school_code="S1", room_code="B201",
+                                             current_password=secret, mqtt_url=mqtt_url, api_host="127.0.0.1")
+        conn.commit()
+    assert again["changed"] == {"assignment": False, "credentials": False}
+    assert fleet.device(DEVICE)["room"]["code"] == "B201"
+
+
+def test_a_broker_on_loopback_is_announced_as_the_host_the_technician_reached():
+    assert registration.broker_address("mqtt://127.0.0.1:1883", "192.0.2.10") == ("192.0.2.10", 1883)
+    assert registration.broker_address("mqtt://0.0.0.0:1884", "fleet.school.lan") == ("fleet.school.lan", 1884)
+    assert registration.broker_address("mqtt://127.0.0.1:1883", "localhost") == ("127.0.0.1", 1883)
+    assert registration.broker_address("mqtt://broker.lan:1883", "192.0.2.10") == ("broker.lan", 1883)

@@ -10,6 +10,7 @@ import select
 import subprocess
 import threading
 import tty
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fleet_server.virtual_nodes import VirtualNode, micropython_binary
@@ -17,6 +18,10 @@ from fleet_server.virtual_nodes import VirtualNode, micropython_binary
 # The REPL compiles provisioning's scripts (hashing, preflight) from source: give it
 # the heap a board's REPL has free before the node app runs.
 REPL_HEAP = "512K"
+# A node's process gets SIGTERM when the *thread* that started it ends (PR_SET_PDEATHSIG,
+# fleet_server/virtual_nodes.py, is per thread). A batch resets boards from its worker
+# threads, which end with the batch: start nodes from one thread that outlives the tests.
+_NODE_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="virtual-board-node-starter")
 
 
 class VirtualBoard:
@@ -95,7 +100,7 @@ class VirtualBoard:
         if self.node is not None:
             self.node.stop()
         cfg_id = "cf-" + self.mac.replace(":", "").lower()
-        self.node = VirtualNode(cfg_id, self.flash_dir).start()
+        self.node = _NODE_STARTER.submit(VirtualNode(cfg_id, self.flash_dir).start).result()
 
     def stop(self) -> None:
         self._stop_repl()

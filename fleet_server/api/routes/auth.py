@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from fleet_server.api.auth_deps import PrincipalDep, client_ip, require, session_key
 from fleet_server.api.deps import ConnDep
 from fleet_server.api.routes.metrics import FormatQ, csv_response
-from fleet_server.auth import audit, sessions, tokens
+from fleet_server.auth import audit, sessions, throttle, tokens
 from fleet_server.auth import users as user_svc
 from fleet_server.auth.principal import AUDIT_READ, USERS_MANAGE, Principal
 from fleet_server.db.auth_schema import ROLES
@@ -28,10 +28,28 @@ class Login(BaseModel):
     password: str = Field(min_length=1, max_length=256)
 
 
+def login_throttle(request: Request) -> throttle.LoginThrottle:
+    found = getattr(request.app.state, "login_throttle", None)
+    if found is None:
+        found = request.app.state.login_throttle = throttle.LoginThrottle.from_settings(request.app.state.settings)
+    return found
+
+
 def login(conn, request: Request, response: Response, username: str, password: str) -> dict[str, Any]:
-    """Check the password (with lockout), set the session cookie, audit the outcome.
-    Shared by this API and the login page (fleet_server/web/auth_pages.py)."""
+    """Check the client address's login budget, then the password (with lockout), set
+    the session cookie, audit the outcome. Shared by this API and the login page
+    (fleet_server/web/auth_pages.py)."""
     ip = client_ip(request)
+    limiter = login_throttle(request)
+    wait_s = limiter.check(ip)
+    if wait_s is not None:
+        due, suppressed = limiter.audit_due(ip)
+        if due:
+            audit.record(conn, None, "login.throttled", ("address", limiter.key(ip)), ip=ip, actor=username,
+                         detail={"retry_after_s": round(wait_s, 1), "refused_since_last_entry": suppressed})
+            conn.commit()
+        raise HTTPException(429, "too many logins from this address; try again later",
+                            headers={"Retry-After": throttle.retry_after_header(wait_s)})
     try:
         user = user_svc.authenticate(conn, username, password)
     except user_svc.Locked as e:
@@ -54,11 +72,13 @@ def login(conn, request: Request, response: Response, username: str, password: s
 
 
 @router.post("/auth/login", responses={401: {"description": "wrong username or password"},
-                                       429: {"description": "locked after repeated failures"}})
+                                       429: {"description": "locked after repeated failures, or too many "
+                                                            "logins from this address (Retry-After)"}})
 def login_api(conn: ConnDep, request: Request, response: Response, body: Login) -> dict:
     """Start a web session: sets the `cf_session` cookie and returns the CSRF token that
     cookie-authenticated POST/PUT/DELETE requests must send as X-CSRF-Token. Five
-    failures in a row lock the account for 15 minutes."""
+    failures in a row lock the account for 15 minutes; each client address has a
+    budget of attempts (settings login_address_burst / login_address_per_min)."""
     return login(conn, request, response, body.username, body.password)
 
 

@@ -51,7 +51,7 @@ class CampaignCreate(BaseModel):
                                description="how long the broker holds the command for a node that is away")
 
 
-def _fleet_wide(principal: Principal) -> None:
+def fleet_wide(principal: Principal) -> None:
     if not principal.unrestricted:
         raise HTTPException(403, "campaigns span schools: this needs an account not confined to a region or school")
 
@@ -61,7 +61,7 @@ def create_campaign(request: Request, conn: ConnDep, body: CampaignCreate,
                     principal: Annotated[Principal, require(FIRMWARE_UPLOAD)]) -> dict:
     """Start a campaign: the target is resolved now, ordered at random and split into
     waves; the engine sends the first wave within seconds."""
-    _fleet_wide(principal)
+    fleet_wide(principal)
     settings = request.app.state.settings
     base_url = settings.public_url or str(request.base_url)
     t = body.target
@@ -87,14 +87,14 @@ def list_campaigns(conn: ConnDep, principal: PrincipalDep,
                    state: Annotated[Literal[m.CAMPAIGN_STATES] | None, Query()] = None,  # type: ignore[valid-type]
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
                    offset: Annotated[int, Query(ge=0)] = 0) -> dict:
-    _fleet_wide(principal)
+    fleet_wide(principal)
     return svc.list_campaigns(conn, state=state, limit=limit, offset=offset)
 
 
 @router.get("/{campaign_id}")
 def get_campaign(conn: ConnDep, principal: PrincipalDep, campaign_id: CampaignId) -> dict:
     """The campaign with its counts per device state and per wave."""
-    _fleet_wide(principal)
+    fleet_wide(principal)
     try:
         return svc.get(conn, campaign_id)
     except svc.NotFound as e:
@@ -109,7 +109,7 @@ def campaign_devices(conn: ConnDep, principal: PrincipalDep, campaign_id: Campai
                      format: FormatQ = "json") -> Any:
     """Each device's state in the campaign (pending, sent, downloading, verified,
     installed, confirmed, skipped, rolled_back, failed with its reason, cancelled)."""
-    _fleet_wide(principal)
+    fleet_wide(principal)
     try:
         page = svc.devices(conn, campaign_id, state=state, wave=wave, limit=None if format == "csv" else limit,
                            offset=0 if format == "csv" else offset)
@@ -126,7 +126,7 @@ def campaign_events(conn: ConnDep, principal: PrincipalDep, campaign_id: Campaig
                     after_id: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=5000)] = 500,
                     format: FormatQ = "json") -> Any:
     """Every state transition, oldest first (device_id null: the campaign's own)."""
-    _fleet_wide(principal)
+    fleet_wide(principal)
     try:
         items = svc.events(conn, campaign_id, device_id=device_id, after_id=after_id,
                            limit=None if format == "csv" else limit)
@@ -137,8 +137,8 @@ def campaign_events(conn: ConnDep, principal: PrincipalDep, campaign_id: Campaig
     return items
 
 
-def _act(conn, principal: Principal, campaign_id: int, action: str) -> dict:
-    _fleet_wide(principal)
+def act(conn, principal: Principal, campaign_id: int, action: str) -> dict:
+    fleet_wide(principal)
     try:
         campaign = svc.set_state(conn, campaign_id, action, by=principal.username, now_s=time.time())
     except svc.NotFound as e:
@@ -153,15 +153,15 @@ def _act(conn, principal: Principal, campaign_id: int, action: str) -> dict:
 @router.post("/{campaign_id}/pause")
 def pause(conn: ConnDep, campaign_id: CampaignId, principal: Annotated[Principal, require(FIRMWARE_UPLOAD)]) -> dict:
     """No new commands are sent; updates under way finish and are tracked."""
-    return _act(conn, principal, campaign_id, "pause")
+    return act(conn, principal, campaign_id, "pause")
 
 
 @router.post("/{campaign_id}/resume")
 def resume(conn: ConnDep, campaign_id: CampaignId, principal: Annotated[Principal, require(FIRMWARE_UPLOAD)]) -> dict:
-    return _act(conn, principal, campaign_id, "resume")
+    return act(conn, principal, campaign_id, "resume")
 
 
 @router.post("/{campaign_id}/abort")
 def abort(conn: ConnDep, campaign_id: CampaignId, principal: Annotated[Principal, require(FIRMWARE_UPLOAD)]) -> dict:
     """Final: devices not yet sent are cancelled; updates under way finish and are tracked."""
-    return _act(conn, principal, campaign_id, "abort")
+    return act(conn, principal, campaign_id, "abort")
