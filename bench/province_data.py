@@ -18,6 +18,7 @@ from sqlalchemy.pool import NullPool
 from fleet_server.db.engine import make_engine, migrate
 from fleet_server.db.metrics_schema import ADDITIVE, COVER_STEPS, MASKS, school_cover_day
 from fleet_server.metrics.coverage_counts import cover_select
+from fleet_server.metrics.coverage_keep import refresh_all_new_style, refresh_all_schools
 from fleet_server.registry.demo_data import PERIODS
 from fleet_server.registry.service import load_regions
 
@@ -235,8 +236,13 @@ def build(admin_url: str, url_of, name: str = DB_NAME) -> dict:
     with engine.begin() as conn:
         conn.execute(insert(school_cover_day).from_select(
             ["date", "school_id", "day_s", "seen", *(f"live_{k}" for k in COVER_STEPS)], cover_select()))
+        # The registry-side coverage counts, as the registry services keep them (the
+        # registry was copied in bulk, past them): school_spaces, school_node_spans and
+        # new_style_day (fleet_server/metrics/coverage_keep.py).
+        refresh_all_schools(conn)
+        refresh_all_new_style(conn)
     engine.dispose()
-    _log("school_cover_day counted", t0)
+    _log("school_cover_day and the registry's coverage counts counted", t0)
     with psycopg.connect(_dsn(url_of(scratch)), autocommit=True) as pg:
         pg.execute("VACUUM ANALYZE")
     _log("vacuum analyze done", t0)

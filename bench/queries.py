@@ -187,22 +187,31 @@ def server_version(url: str) -> str:
 
 
 ANALYSIS = (
-    "Where the time goes: coverage reads its live and silent counts from `school_cover_day` "
-    "(one row per school and school day, kept by the rollup job; docs/metrics.md \"Coverage counts\"), "
-    "6,000 rows per school day of the province instead of ~95,000 room-day index entries, and gives the "
-    "same replies as counting room_day (compared on this dataset: province and county, date and week, "
-    "two policies). What remains grows with the number of rooms: per request, which teaching spaces had "
-    "a node all period (rooms x assignments, ~120,000 and ~96,000 rows: ~130 ms for the province), the "
-    "rooms whose node came or went (~70 ms), the new-style spaces' room-days (~90,000 index entries per "
-    "school day) and judging ~6,000 schools per day in Python. Province and city views and the trend "
-    "still miss 150 ms; meeting it needs the instrumented counts kept per school too, which the "
-    "assignment history (registry writes, not only the rollup job) would have to keep current. School "
-    "usage reads only the room-hour columns it uses and parses timetable periods once; the rest is the "
-    "per-room figures in Python (fleet_server/metrics/rooms.py). Before this change (same dataset, "
-    "machine loaded ~4x over its cores): p95 province date 4,740 ms, week 8,516; city 1,996 / 3,093; "
-    "county 893 / 1,257; trend province / city / county 89,065 / 15,102 / 3,183; school usage 1,685 "
-    "(20 rooms) and 2,457 (32 rooms). Figures taken with other work on the machine (load ~4.7 on 2 "
-    "cores; health's own p50 was ~18 ms): expect them lower on an idle machine.")
+    "Where the time goes: coverage reads per-school counts, not rooms: teaching spaces (`school_spaces`) "
+    "and rooms with a node over each span of time (`school_node_spans`), both kept by the registry "
+    "services in the transaction that changes rooms or assignments; live and silent counts per school "
+    "and date (`school_cover_day`, kept by the rollup job); live new-style spaces from `new_style_day` "
+    "(~5,000 rows a school day instead of ~95,000 room-day index entries); and, by index ranges, the few "
+    "assignments that start or end inside the period, whose rooms are judged one by one "
+    "(docs/metrics.md \"How coverage is counted at province scale\", migration 0011). On PostgreSQL the "
+    "schools with nothing to judge room by room are judged in the database, one statement per group of "
+    "schools sharing their school days, which returns per-day counts only for the schools not covered; "
+    "replies are identical to judging every school in Python and to counting room_day "
+    "(tests/fleet_server/test_coverage.py compares all three). What remains grows with the number of "
+    "schools: one row per school and school day read and judged (~6,000 per day for the province), the "
+    "school list and its school days in Python, and for the trend the rooms whose node came or went over "
+    "12 weeks (~1,900 assignments), read from room_day by key and judged one by one. Before this change "
+    "(same dataset, same client, `--requests 20 --warmup 1`, load average 1.2 before / 6.1 after): p95 "
+    "coverage province date 3,653 ms, week 3,520; city 1,813 / 3,327; county 868 / 759; trend province / "
+    "city / county 34,990 / 13,870 / 1,905. Figures taken with other work on the machine (2 cores shared "
+    "with other engineers' test runs; see the load averages above): expect them lower on an idle machine. "
+    "Province and city views and the county week still miss 150 ms: measured in-process, a province "
+    "date view spends ~160-280 ms of Python CPU on ~6,000 schools (the school list, school days, one "
+    "object per school, ranking the uncovered) besides ~14 statements; summing covered schools per "
+    "county inside the database too, and fewer round trips, would be next. School usage reads only the "
+    "room-hour columns it uses and parses timetable periods once; the rest is the per-room figures in "
+    "Python (fleet_server/metrics/rooms.py); before that change p95 school usage was 1,685 ms (20 rooms) "
+    "and 2,457 (32 rooms) on a machine loaded ~4x over its cores.")
 
 
 def doc_body(lines: list[str], note: str, sizes: dict, targets: dict,
@@ -242,13 +251,20 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true", help="drop and build the dataset again")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--doc", type=Path, help=f"write the table under '{DOC_SECTION}' in this markdown file")
+    ap.add_argument("--only", metavar="REGEX",
+                    help="time only the endpoints whose name matches (the health baseline always runs); "
+                         "not with --doc")
     args = ap.parse_args()
+    if args.only and args.doc:
+        ap.error("--only times a subset: the doc table lists every endpoint, so not with --doc")
     url, pg = database(args)
     print("dataset:", province_data.sizes(url), flush=True)
     if args.build_only:
         return
     targets = province_data.targets_of(url)
     eps = endpoints(targets)
+    if args.only:
+        eps = eps[:1] + [e for e in eps[1:] if re.search(args.only, e[0])]
     load_before = os.getloadavg()
     server = Server(url)
     try:

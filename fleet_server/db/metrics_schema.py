@@ -86,6 +86,21 @@ school_cover_day = Table(
     PrimaryKeyConstraint("date", "school_id", name="pk_school_cover_day"),
 )
 
+# room_day's in-school observed seconds of the new-style teaching spaces only (rooms
+# with `new_style` and `teaching_space` set now), so live new-style spaces are read from
+# ~5,000 rows per school day of a province, not ~95,000 (migration 0011). Kept by the
+# rollup job with room_day, and by the importer when a room's flags change
+# (fleet_server/metrics/coverage_keep.py).
+new_style_day = Table(
+    "new_style_day", metadata,
+    Column("room_id", Integer, nullable=False),
+    Column("date", Date, nullable=False),
+    Column("school_id", Integer, nullable=False),
+    Column("in_school_observed_s", Float, nullable=False),
+    PrimaryKeyConstraint("room_id", "date", name="pk_new_style_day"),
+    Index("ix_new_style_day_date_school", "date", "school_id", "room_id", "in_school_observed_s"),
+)
+
 # Windows stored but not yet rolled up, with the columns the rollup needs, so taking
 # a batch off the queue is one DELETE .. RETURNING and the job never reads `windows`.
 # `parked`: no room assignment covered the window's ts when the job saw it; it is

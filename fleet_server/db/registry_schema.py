@@ -2,7 +2,7 @@
 timetables, school calendars and the history of which room each device was in."""
 from sqlalchemy import (
     BigInteger, Boolean, CheckConstraint, Column, Date, Float, ForeignKey, Index, Integer,
-    SmallInteger, String, Table, UniqueConstraint,
+    PrimaryKeyConstraint, SmallInteger, String, Table, UniqueConstraint,
 )
 
 from fleet_server.db.schema import metadata
@@ -118,4 +118,34 @@ device_assignments = Table(
     Column("to_ts", BigInteger),                     # Unix s, exclusive; NULL = still there
     Index("ix_assignments_device_from", "device_id", "from_ts"),
     Index("ix_assignments_room", "room_id"),
+    # Coverage finds the few assignments that start or end inside a period (migration 0011).
+    Index("ix_assignments_from_ts", "from_ts"),
+    Index("ix_assignments_to_ts", "to_ts"),
+)
+
+# Counts kept from the registry for coverage (docs/metrics.md "Coverage counts"), so a
+# region's view reads one row per school instead of every room and assignment. Counted
+# again for a school, in the transaction that changes them, wherever its rooms or their
+# assignments change (fleet_server/metrics/coverage_keep.py; migration 0011).
+#
+# school_spaces: the school's teaching spaces (no row: none).
+school_spaces = Table(
+    "school_spaces", metadata,
+    Column("school_id", Integer, primary_key=True, autoincrement=False),
+    Column("teaching_spaces", Integer, nullable=False),
+)
+
+# school_node_spans: per school, how many rooms had a node throughout [from_ts, to_ts):
+# each room's assignments merged where they overlap or touch into maximal spans, counted
+# by span and by the room's teaching_space flag. A room has a node all through a period
+# when one of its spans covers it. to_ts = OPEN_TS: still there.
+OPEN_TS = 2 ** 63 - 1
+school_node_spans = Table(
+    "school_node_spans", metadata,
+    Column("school_id", Integer, nullable=False),
+    Column("teaching_space", Boolean, nullable=False),
+    Column("from_ts", BigInteger, nullable=False),
+    Column("to_ts", BigInteger, nullable=False),
+    Column("rooms", Integer, nullable=False),
+    PrimaryKeyConstraint("school_id", "teaching_space", "from_ts", "to_ts", name="pk_school_node_spans"),
 )

@@ -8,13 +8,13 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select
 
 from fleet_server.db.registry_schema import regions, schools
 from fleet_server.metrics import definitions as d
-from fleet_server.metrics.coverage_counts import DayCounts, day_counts
+from fleet_server.metrics.coverage_counts import DayCounts, Judged, day_counts, judge_in_db
 
 REASONS = ("not_enough_rooms_instrumented", "nodes_offline", "data_gaps")
 
@@ -29,7 +29,7 @@ class SchoolCoverage:
     school_days: int = 0
     covered_days: int = 0
     covered: bool = False
-    reasons: Counter = field(default_factory=Counter)
+    reasons: dict[str, int] = field(default_factory=dict)     # reason -> uncovered days
     shares: list[tuple[float, float]] = field(default_factory=list)   # (instrumented, live) per school day
     live_new_style: int = 0
 
@@ -37,7 +37,7 @@ class SchoolCoverage:
         if self.covered or not self.reasons:
             return None
         top = max(self.reasons.values())
-        return next(r for r in REASONS if self.reasons[r] == top)
+        return next(r for r in REASONS if self.reasons.get(r, 0) == top)
 
 
 def _region_tree(conn: Connection, region_code: int) -> tuple[dict, list[dict], dict[int, int | None]]:
@@ -59,11 +59,23 @@ def _region_tree(conn: Connection, region_code: int) -> tuple[dict, list[dict], 
     return region, children, county_child
 
 
-def _schools_in(conn: Connection, county_child: dict[int, int | None]) -> list[Any]:
+class SchoolRow(NamedTuple):
+    """A school as coverage reads it (a plain tuple: 6,000 of them per province view)."""
+    id: int
+    code: str
+    name: str
+    county_code: int
+    timezone: str
+    day_start: str
+    day_end: str
+    weekdays_mask: int
+
+
+def _schools_in(conn: Connection, county_child: dict[int, int | None]) -> list[SchoolRow]:
     s = schools.c
-    return conn.execute(select(s.id, s.code, s.name, s.county_code, s.timezone, s.day_start, s.day_end,
-                               s.weekdays_mask).where(s.county_code.in_(sorted(county_child)))
-                        .order_by(s.code)).all()
+    return [SchoolRow(*r) for r in conn.execute(
+        select(s.id, s.code, s.name, s.county_code, s.timezone, s.day_start, s.day_end, s.weekdays_mask)
+        .where(s.county_code.in_(sorted(county_child))).order_by(s.code))]
 
 
 def _days_short(s: SchoolCoverage, policy: d.CoveragePolicy) -> int:
@@ -71,9 +83,52 @@ def _days_short(s: SchoolCoverage, policy: d.CoveragePolicy) -> int:
 
 
 def _evaluate(conn: Connection, school_rows: list[Any], first: date, last: date, policy: d.CoveragePolicy,
-              week: bool) -> list[SchoolCoverage]:
-    counts = day_counts(conn, school_rows, first, last, policy)
-    return [judge(s, counts, counts.school_days[s.id], policy, week) for s in school_rows]
+              week: bool, *, full: bool = False) -> list[SchoolCoverage]:
+    """Every school judged: on PostgreSQL those with nothing to judge room by room inside
+    the database (coverage_counts.judge_in_db), the rest here. full: shares and reasons
+    of covered schools too (the CSV has them; the report lists uncovered schools only)."""
+    counts = day_counts(conn, school_rows, first, last, policy, in_db=True)
+    judged = judge_in_db(conn, counts, policy, week, full=full) if counts.in_db else {}
+    if judged is None:       # school hours changed without a rebuild: count room_day
+        counts, judged = day_counts(conn, school_rows, first, last, policy), {}
+    out = []
+    for s in school_rows:
+        j = judged.get(s.id)
+        days = counts.school_days[s.id]
+        out.append(judge(s, counts, days, policy, week) if j is None
+                   else judged_school(s, j, days, policy, week, full=full))
+    return out
+
+
+def _judge_days(sc: SchoolCoverage, spaces: int, per_day, policy: d.CoveragePolicy) -> None:
+    for n_inst, n_live, n_offline in per_day:
+        inst_share = n_inst / spaces if spaces else 0.0
+        live_share = n_live / n_inst if n_inst else 0.0
+        sc.shares.append((inst_share, live_share))
+        if inst_share >= policy.instrumented_share_min and live_share >= policy.live_share_min:
+            sc.covered_days += 1
+        elif inst_share < policy.instrumented_share_min:
+            sc.reasons["not_enough_rooms_instrumented"] = sc.reasons.get("not_enough_rooms_instrumented", 0) + 1
+        else:
+            failing = n_inst - n_live
+            reason = "nodes_offline" if 2 * n_offline >= failing else "data_gaps"
+            sc.reasons[reason] = sc.reasons.get(reason, 0) + 1
+
+
+def judged_school(s: Any, j: Judged, days: list[date], policy: d.CoveragePolicy, week: bool, *,
+                  full: bool = False) -> SchoolCoverage:
+    """judge() for a school judged in the database: the same figures. A covered school's
+    shares and reasons are worked out only when `full` (nothing else shows them)."""
+    required = min(policy.week_min_days, len(days)) if week else len(days)
+    covered = bool(days) and j.covered_days >= required
+    sc = SchoolCoverage(s.id, s.code, s.name, s.county_code, teaching_spaces=j.spaces, school_days=len(days),
+                        live_new_style=j.live_new_style)
+    if covered and not full:
+        sc.covered_days, sc.covered = j.covered_days, True
+        return sc
+    _judge_days(sc, j.spaces, j.per_day(), policy)
+    sc.covered = bool(days) and sc.covered_days >= required
+    return sc
 
 
 def judge(s: Any, counts: DayCounts, days: list[date], policy: d.CoveragePolicy, week: bool, *,
@@ -82,18 +137,7 @@ def judge(s: Any, counts: DayCounts, days: list[date], policy: d.CoveragePolicy,
     new_style=False skips counting live new-style spaces (the trend does not show them)."""
     spaces = counts.spaces.get(s.id, 0)
     sc = SchoolCoverage(s.id, s.code, s.name, s.county_code, teaching_spaces=spaces, school_days=len(days))
-    for day in days:
-        n_inst, n_live, n_offline = counts.day(s.id, day)
-        inst_share = n_inst / spaces if spaces else 0.0
-        live_share = n_live / n_inst if n_inst else 0.0
-        sc.shares.append((inst_share, live_share))
-        if inst_share >= policy.instrumented_share_min and live_share >= policy.live_share_min:
-            sc.covered_days += 1
-        elif inst_share < policy.instrumented_share_min:
-            sc.reasons["not_enough_rooms_instrumented"] += 1
-        else:
-            failing = n_inst - n_live
-            sc.reasons["nodes_offline" if 2 * n_offline >= failing else "data_gaps"] += 1
+    _judge_days(sc, spaces, (counts.day(s.id, day) for day in days), policy)
     required = min(policy.week_min_days, len(days)) if week else len(days)
     sc.covered = bool(days) and sc.covered_days >= required
     if not new_style:
@@ -107,12 +151,15 @@ def judge(s: Any, counts: DayCounts, days: list[date], policy: d.CoveragePolicy,
 
 def _summary(items: list[SchoolCoverage], policy: d.CoveragePolicy) -> dict[str, Any]:
     counted = [s for s in items if s.school_days]
-    covered = sum(1 for s in counted if s.covered)
-    total = len(counted)
+    return summary_of(len(items), len(counted), sum(1 for s in counted if s.covered), policy)
+
+
+def summary_of(n_schools: int, total: int, covered: int, policy: d.CoveragePolicy) -> dict[str, Any]:
+    """The summary of `n_schools` schools, `total` of them with a school day in the period."""
     need = math.ceil(policy.goal * total - 1e-9)
     return {"schools": total, "covered": covered, "coverage": round(covered / total, 4) if total else None,
             "meets_goal": total > 0 and covered >= need, "gap_schools": max(0, need - covered),
-            "schools_without_school_days": len(items) - total}
+            "schools_without_school_days": n_schools - total}
 
 
 def _closeness(s: SchoolCoverage, policy: d.CoveragePolicy) -> float:
@@ -147,6 +194,7 @@ def coverage(conn: Connection, region_code: int, first: date, last: date, *, wee
             by_child[child].append(s)
     uncovered = sorted((s for s in items if s.school_days and not s.covered),
                        key=lambda s: (_days_short(s, policy) if week else 0, _closeness(s, policy), s.code))
+    reason_counts = Counter(s.reason() for s in uncovered)
     live_new_style = sum(s.live_new_style for s in items)
     return {
         "region": {k: region[k] for k in ("code", "level", "name_zh", "name_en")},
@@ -154,7 +202,7 @@ def coverage(conn: Connection, region_code: int, first: date, last: date, *, wee
                    else {"date": first.isoformat()}) | {"from": first.isoformat(), "to": last.isoformat()},
         "policy": policy.as_dict(),
         **_summary(items, policy),
-        "uncovered_by_reason": {r: sum(1 for s in uncovered if s.reason() == r) for r in REASONS},
+        "uncovered_by_reason": {r: reason_counts[r] for r in REASONS},
         "children": [{k: c[k] for k in ("code", "level", "name_zh", "name_en")} | _summary(by_child[c["code"]], policy)
                      for c in children],
         "new_style": {"live": live_new_style, "goal": policy.new_style_goal,
@@ -173,6 +221,6 @@ def coverage_rows(conn: Connection, region_code: int, first: date, last: date, *
     if conn.execute(select(regions.c.code).where(regions.c.code == region_code)).first() is None:
         return None
     _, _, county_child = _region_tree(conn, region_code)
-    items = _evaluate(conn, _schools_in(conn, county_child), first, last, policy, week)
+    items = _evaluate(conn, _schools_in(conn, county_child), first, last, policy, week, full=True)
     rows = [_school_item(s, county_child.get(s.county_code), policy) for s in items]
     return [{k: v for k, v in row.items() if k != "reason_days"} for row in rows]

@@ -1,29 +1,37 @@
 """Per school and school day, the counts coverage is judged on: teaching spaces,
 instrumented spaces, live ones and offline ones (DOMAIN.md "Smart-campus coverage").
 
-A province has ~100,000 instrumented rooms, so rooms are not read one by one. Rooms with
-a node assigned throughout the period are counted per school and date: from
-school_cover_day (kept by the rollup job; the rooms that are not such teaching spaces are
-taken out of its counts) when delivered_min is on its grid, else inside the database from
-room_day. Only rooms whose node came or went during the period (and the schools whose
-school day is not its nominal length, on a daylight-saving change) are judged room by
-room, by the same rule. Every path gives the figures the room-by-room rule gives
-(docs/metrics.md "Coverage counts")."""
+A province has ~100,000 instrumented rooms, so rooms are not read one by one. Per school,
+the teaching spaces and the rooms with a node all through the period ("whole") come from
+the counts the registry keeps (school_spaces, school_node_spans); their live and silent
+counts per date from school_cover_day (kept by the rollup job) when delivered_min is on
+its grid, else from room_day inside the database; live new-style spaces from
+new_style_day. Only rooms whose node came or went during the period (found by index on
+the assignments' from_ts and to_ts), and the schools whose school day is not its nominal
+length (a daylight-saving change), are judged room by room. On PostgreSQL the schools
+with nothing judged room by room are judged inside the database (judge_in_db,
+trend_in_db). Every path gives the figures the room-by-room rule gives (docs/metrics.md
+"How coverage is counted at province scale")."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Select, and_, cast, exists, false, func, or_, select
+from sqlalchemy import Connection, Integer, Select, and_, cast, false, func, or_, select, text
 
-from fleet_server.db.metrics_schema import COVER_STEPS, room_day, school_cover_day
-from fleet_server.db.registry_schema import device_assignments, rooms, schools
+from fleet_server.db.metrics_schema import COVER_STEPS, new_style_day, room_day, school_cover_day
+from fleet_server.db.registry_schema import (
+    calendar_days, device_assignments, rooms, school_node_spans, school_spaces, schools,
+)
+from fleet_server.metrics.coverage_keep import covers, merge_spans
 from fleet_server.metrics import definitions as d
 from fleet_server.metrics.schooltime import SchoolHours, dates, school_days
 
 _IN_CHUNK = 500
+JUDGE_IN_DB = True       # off: every school judged in Python (tests compare both ways)
 _MARGIN_S = 86_400       # > the longest window (win is a SmallInteger of seconds)
 
 
@@ -46,6 +54,12 @@ class DayCounts:
     one_by_one: dict[int, list[_Room]] = field(default_factory=dict)
     # school -> new-style teaching space -> dates it was live
     new_style_live: dict[int, dict[int, set[date]]] = field(default_factory=dict)
+    # Schools left to judge_in_db (nothing of theirs is judged room by room), the
+    # school_cover_day step and the period bounds for it.
+    in_db: list[int] = field(default_factory=list)
+    step: int | None = None
+    t_first: int = 0
+    t_last: int = 0
 
     def day(self, school_id: int, day: date) -> tuple[int, int, int]:
         """(instrumented, live, offline) teaching spaces of the school on `day`."""
@@ -120,9 +134,14 @@ def _read_cover(conn: Connection, out: DayCounts, step: int, on_days: list[date]
     c = school_cover_day.c
     found = {}
     lengths: dict[tuple[str, str], int] = {}     # a province has a few school-hours configs
-    for school_id, day, day_s, seen, live in conn.execute(
-            select(c.school_id, c.date, c.day_s, c.seen, c[f"live_{step}"])
-            .where(c.date.in_(on_days), c.school_id.in_(in_region))).all():
+    cols = (c.school_id, c.date, c.day_s, c.seen, c[f"live_{step}"])
+    rows: Sequence[Any]
+    if isinstance(in_region, list):
+        rows = [row for part in _chunks(in_region)
+                for row in conn.execute(select(*cols).where(c.date.in_(on_days), c.school_id.in_(part))).all()]
+    else:
+        rows = conn.execute(select(*cols).where(c.date.in_(on_days), c.school_id.in_(in_region))).all()
+    for school_id, day, day_s, seen, live in rows:
         h = out.hours.get(school_id)
         if h is None:
             continue
@@ -146,12 +165,49 @@ def _take_out(out: DayCounts, row: Any) -> None:
     out.whole_day[key] = (live - (1 if row.cover_live else 0), seen - 1)
 
 
+def _hours_of(school_rows: list[Any]) -> dict[int, SchoolHours]:
+    """school -> its SchoolHours, one object per distinct set of hours (a province has a
+    few), so day_s and bounds are worked out once per set."""
+    shared: dict[tuple, SchoolHours] = {}
+    out = {}
+    for s in school_rows:
+        key = (s.timezone, s.day_start, s.day_end, s.weekdays_mask)
+        h = shared.get(key)
+        if h is None:
+            h = shared[key] = SchoolHours(s.id, *key)
+        out[s.id] = h
+    return out
+
+
+def _school_days(conn: Connection, hours: dict[int, SchoolHours], first: date, last: date
+                 ) -> dict[int, list[date]]:
+    """schooltime.school_days for many schools: worked out once per weekday mask for the
+    schools without calendar rows of their own in the range (the rule is the same for
+    all of them), for the others one by one. Lists are shared: read them, don't change them."""
+    c = calendar_days.c
+    own = set(conn.execute(select(c.school_id).distinct()
+                           .where(c.date.between(first, last), c.school_id.is_not(None))).scalars())
+    ask: dict[int, SchoolHours] = {}
+    rep_of_mask: dict[int, int] = {}
+    for school_id, h in hours.items():
+        if school_id in own:
+            ask[school_id] = h
+        elif h.weekdays_mask not in rep_of_mask:
+            rep_of_mask[h.weekdays_mask] = school_id
+            ask[school_id] = h
+    found = school_days(conn, ask, first, last)
+    return {school_id: found[school_id] if school_id in own else found[rep_of_mask[h.weekdays_mask]]
+            for school_id, h in hours.items()}
+
+
 def day_counts(conn: Connection, school_rows: list[Any], first: date, last: date,
-               policy: d.CoveragePolicy) -> DayCounts:
+               policy: d.CoveragePolicy, *, in_db: bool = False) -> DayCounts:
     """Counts for every school day in [first, last] of the schools in `school_rows`
-    (rows with id, county_code and the school-hours columns)."""
-    hours = {s.id: SchoolHours(s.id, s.timezone, s.day_start, s.day_end, s.weekdays_mask) for s in school_rows}
-    teaching_days = school_days(conn, hours, first, last)
+    (rows with id, county_code and the school-hours columns). in_db: on PostgreSQL, leave
+    the schools with nothing to judge room by room to judge_in_db (listed in
+    `DayCounts.in_db`; their whole_day and new-style rooms are not read here)."""
+    hours = _hours_of(school_rows)
+    teaching_days = _school_days(conn, hours, first, last)
     out = DayCounts(hours, teaching_days, policy.delivered_min)
     if not school_rows:
         return out
@@ -172,91 +228,300 @@ def day_counts(conn: Connection, school_rows: list[Any], first: date, last: date
         if any(t1 - t0 != h.day_s for t0, t1 in bounds):
             irregular += ids
     irregular.sort()
+    irregular_set = set(irregular)
     on_days = sorted(set().union(*teaching_days.values()))
     counties = sorted({s.county_code for s in school_rows})
     r, a, rd, s = rooms.c, device_assignments.c, room_day.c, schools.c
     in_region = select(schools.c.id).where(s.county_code.in_(counties)).scalar_subquery()
-    # Correlated EXISTS: a county probes the assignments of its own rooms by index, a
-    # province gets a semi-join; an uncorrelated IN would read every assignment.
-    a2 = device_assignments.alias("whole")
+    sp = school_node_spans.c
 
-    def whole_for(room_id):
-        return exists().where(a2.c.room_id == room_id, a2.c.from_ts <= t_first,
-                              or_(a2.c.to_ts.is_(None), a2.c.to_ts >= t_last))
-    is_whole = and_(whole_for(r.id), r.school_id.not_in(irregular)) if irregular else whole_for(r.id)
-
-    for row in conn.execute(select(r.school_id, func.count(), func.count().filter(is_whole))
-                            .where(r.teaching_space.is_(True), r.school_id.in_(in_region))
-                            .group_by(r.school_id)):
-        out.spaces[row[0]], out.whole[row[0]] = row[1], row[2]
     if not on_days:
+        _read_spaces(conn, out, in_region)
         return out
-
-    # Each school's threshold once, not per room-day row: MATERIALIZED keeps the planner
-    # from folding the string arithmetic back into the per-row filter.
-    need = (select(s.id, (policy.delivered_min * (60 * (_minutes(s.day_end) - _minutes(s.day_start))))
-                   .label("need_s")).where(s.county_code.in_(counties))
-            .cte("school_need").prefix_with("MATERIALIZED"))
-    live = rd.in_school_observed_s >= need.c.need_s
-    from_whole = room_day.join(rooms, r.id == rd.room_id).join(need, need.c.id == r.school_id)
-    where = (rd.date.in_(on_days), rd.school_id.in_(select(need.c.id)), r.teaching_space.is_(True), is_whole)
+    assert t_first is not None and t_last is not None     # span has a day
+    out.t_first, out.t_last = t_first, t_last
     step = cover_step(policy.delivered_min)
-    from_table = step is not None and _read_cover(conn, out, step, on_days, in_region)
-    if not from_table:
-        for row in conn.execute(select(r.school_id, rd.date, func.count().filter(live),
-                                       func.count().filter(rd.in_school_observed_s != 0))
-                                .select_from(from_whole).where(*where).group_by(r.school_id, rd.date)):
-            out.whole_day[(row[0], row[1])] = (row[2], row[3])
-    # New-style whole teaching spaces first (a few thousand in a province), then their
-    # room-days in one read; the threshold is the database's need_s, compared here as the
-    # database compares it, and room_day's school_id is checked here too (in the query
-    # it would make the planner join every room-day of the region).
-    new_style = (select(r.id, r.school_id, need.c.need_s).join(need, need.c.id == r.school_id)
-                 .where(r.new_style.is_(True), r.teaching_space.is_(True), is_whole)
-                 .cte("new_style_whole").prefix_with("MATERIALIZED"))
-    for school_id, room_id, day, day_school in conn.execute(
-            select(new_style.c.school_id, new_style.c.id, rd.date, rd.school_id)
-            .select_from(new_style.join(room_day, rd.room_id == new_style.c.id))
-            .where(rd.date.in_(on_days), rd.in_school_observed_s >= new_style.c.need_s)).all():
-        if day_school in hours:
-            out.new_style_live.setdefault(school_id, {}).setdefault(room_id, set()).add(day)
 
-    # Rooms whose node came or went during the period, and every room of an irregular school.
-    one_by_one: dict[int, _Room] = {}
-    # Widened by _MARGIN_S before the period: a room whose node left just before the first
-    # school day can still hold in-school seconds of a window that began before it left;
-    # school_cover_day counted it, so it is read here (and, not instrumented, judged so).
-    overlaps = and_(a.from_ts < t_last, or_(a.to_ts.is_(None), a.to_ts > t_first - _MARGIN_S))
-    rest = or_(~whole_for(a.room_id), r.school_id.in_(irregular)) if irregular else ~whole_for(a.room_id)
+    # Rooms whose node came or went during the period: they have an assignment starting
+    # or ending inside it (an index range each), widened by _MARGIN_S before it: a room
+    # whose node left just before the first school day can still hold in-school seconds
+    # of a window that began before it left; school_cover_day counted it, so it is read
+    # here (and, not instrumented, judged so). Every room of an irregular school too.
+    lo = t_first - _MARGIN_S
+    overlaps = and_(a.from_ts < t_last, or_(a.to_ts.is_(None), a.to_ts > lo))
+    moved = or_(and_(a.from_ts > t_first, a.from_ts < t_last), and_(a.to_ts > lo, a.to_ts < t_last))
+    candidates = set(conn.execute(select(a.room_id).join(rooms, r.id == a.room_id)
+                                  .where(moved, r.school_id.in_(in_region))).scalars())
+    if irregular:
+        candidates.update(conn.execute(select(a.room_id).join(rooms, r.id == a.room_id)
+                                       .where(r.school_id.in_(irregular), r.teaching_space.is_(True), overlaps))
+                          .scalars())
     # From the table, also the other rooms that had a node then: school_cover_day counts
     # every room, coverage teaching spaces only, so their room-days are taken out.
-    others: set[int] = set()
-    if from_table:
-        others.update(conn.execute(select(a.room_id).join(rooms, r.id == a.room_id)
-                                   .where(r.teaching_space.is_(False), r.school_id.in_(in_region), overlaps))
-                      .scalars())
-    for row in conn.execute(select(a.room_id, r.school_id, r.new_style, a.from_ts, a.to_ts)
-                            .join(rooms, r.id == a.room_id)
-                            .where(r.teaching_space.is_(True), r.school_id.in_(in_region), overlaps, rest)):
-        room = one_by_one.get(row.room_id)
-        if room is None:
-            room = one_by_one[row.room_id] = _Room(row.room_id, row.new_style)
-            out.one_by_one.setdefault(row.school_id, []).append(room)
-        room.assigned.append((row.from_ts, row.to_ts))
-    ids = sorted(others.union(one_by_one))
+    others: dict[int, int] = {}       # room -> school
+    if step is not None:
+        with_others = sorted(conn.execute(
+            select(sp.school_id).distinct().where(sp.teaching_space.is_(False), sp.from_ts < t_last,
+                                                  sp.to_ts > lo, sp.school_id.in_(in_region))).scalars())
+        for part in _chunks(with_others):
+            others.update(conn.execute(select(a.room_id, r.school_id).join(rooms, r.id == a.room_id)
+                                       .where(r.teaching_space.is_(False), r.school_id.in_(part), overlaps))
+                          .all())
+    one_by_one: dict[int, _Room] = {}
+    history: dict[int, list[tuple[int, int | None]]] = defaultdict(list)
+    flags: dict[int, tuple[int, bool, bool]] = {}
+    for part in _chunks(candidates):
+        for row in conn.execute(select(a.room_id, r.school_id, r.new_style, r.teaching_space, a.from_ts, a.to_ts)
+                                .join(rooms, r.id == a.room_id).where(a.room_id.in_(part))):
+            history[row.room_id].append((row.from_ts, row.to_ts))
+            flags[row.room_id] = (row.school_id, bool(row.new_style), bool(row.teaching_space))
+    for room_id in sorted(history):
+        school_id, new_style, teaching = flags[room_id]
+        if school_id not in hours:
+            continue
+        if school_id not in irregular_set and covers(merge_spans(history[room_id]), t_first, t_last):
+            continue            # whole: counted in school_node_spans (or, not teaching, in others)
+        assigned = [(f, to) for f, to in history[room_id] if f < t_last and (to is None or to > lo)]
+        if not assigned:
+            continue
+        if not teaching:
+            if step is not None:
+                others[room_id] = school_id
+            continue
+        room = one_by_one[room_id] = _Room(room_id, new_style, assigned)
+        out.one_by_one.setdefault(school_id, []).append(room)
+
+    # Schools judged here (rooms judged one by one or taken out of the counts, irregular
+    # days); on PostgreSQL the others are judged inside the database (judge_in_db).
+    adjusted = set(out.one_by_one) | set(others.values()) | irregular_set
+    read_for: Any      # the schools read here: a list, or the region's subquery
+    if in_db and JUDGE_IN_DB and step is not None and conn.dialect.name == "postgresql":
+        out.in_db, out.step = sorted(set(hours) - adjusted), step
+        read_for = sorted(adjusted & set(hours))
+        # Teaching spaces: judge_in_db reads its schools' own; here the others' and those
+        # of the schools without a school day in the period (no statement for them).
+        _read_spaces(conn, out, sorted(set(read_for).union(k for k, v in teaching_days.items() if not v)))
+    else:
+        read_for = in_region
+        _read_spaces(conn, out, in_region)
+    # Whole teaching spaces per school (a node all period: school_node_spans), and their
+    # live and silent counts per school-day (school_cover_day, else room_day).
+    sp_where = (sp.teaching_space.is_(True), sp.from_ts <= t_first, sp.to_ts >= t_last)
+    for part in ([read_for] if not isinstance(read_for, list) else _chunks(read_for)):
+        for school_id, n in conn.execute(select(sp.school_id, func.sum(sp.rooms))
+                                         .where(*sp_where, sp.school_id.in_(part)).group_by(sp.school_id)):
+            if school_id not in irregular_set:
+                out.whole[school_id] = int(n)
+    from_table = step is not None and _read_cover(conn, out, step, on_days, read_for)
+    if not from_table:
+        out.in_db, out.step = [], None
+        out.whole_day.clear()
+        if isinstance(read_for, list):       # the database's side is off: every school here
+            _read_spaces(conn, out, in_region)
+            for school_id, n in conn.execute(select(sp.school_id, func.sum(sp.rooms))
+                                             .where(*sp_where, sp.school_id.in_(in_region))
+                                             .group_by(sp.school_id)):
+                if school_id not in irregular_set:
+                    out.whole[school_id] = int(n)
+        _count_room_day(conn, out, policy, counties, on_days)
+        step = None
+        others.clear()
+    ids = sorted(set(others).union(one_by_one))
     for i in range(0, len(ids), _IN_CHUNK):
-        for row in conn.execute(select(rd.room_id, rd.date, rd.in_school_observed_s, rd.school_id,
-                                       _cover_live(step).label("cover_live"))
-                                .select_from(room_day.join(schools, s.id == rd.school_id))
-                                .where(rd.room_id.in_(ids[i:i + _IN_CHUNK]), rd.date.in_(on_days),
-                                       rd.school_id.in_(in_region))):
-            if row.room_id in one_by_one:
-                one_by_one[row.room_id].observed[row.date] = row.in_school_observed_s
-            if from_table:
-                _take_out(out, row)
+        for day_row in conn.execute(select(rd.room_id, rd.date, rd.in_school_observed_s, rd.school_id,
+                                           _live_expr(step, policy.delivered_min).label("cover_live"))
+                                    .select_from(room_day.join(schools, s.id == rd.school_id))
+                                    .where(rd.room_id.in_(ids[i:i + _IN_CHUNK]), rd.date.in_(on_days),
+                                           rd.school_id.in_(in_region))):
+            if day_row.room_id in one_by_one:
+                one_by_one[day_row.room_id].observed[day_row.date] = day_row.in_school_observed_s
+            _take_out(out, day_row)
+
+    # Live new-style spaces: the whole ones from new_style_day (room_day's rows of the
+    # new-style teaching spaces, ~5,000 a school day for a province), compared here with
+    # the threshold the database would compute (delivered_min x the nominal day); every
+    # such room with in-school seconds in the period is whole or judged one by one.
+    in_db_set = set(out.in_db)
+    need_of: dict[int, float] = {}
+    for school_id in (hours if not in_db_set else adjusted):
+        if school_id in hours and school_id not in irregular_set and school_id not in in_db_set:
+            need_of[school_id] = policy.delivered_min * hours[school_id].day_s
+    if need_of:
+        nd = new_style_day.c
+        floor = min(need_of.values())
+        for part in ([in_region] if not in_db_set else _chunks(need_of)):
+            for room_id, school_id, day, observed_s in conn.execute(
+                    select(nd.room_id, nd.school_id, nd.date, nd.in_school_observed_s)
+                    .where(nd.date.in_(on_days), nd.school_id.in_(part), nd.in_school_observed_s >= floor)):
+                need = need_of.get(school_id)
+                if need is None or room_id in one_by_one or observed_s < need:
+                    continue
+                out.new_style_live.setdefault(school_id, {}).setdefault(room_id, set()).add(day)
     for school_id, rooms_ in out.one_by_one.items():
         for day in teaching_days.get(school_id, []):
             for room, instrumented, observed_s, need in out._judged(school_id, day):
                 if room.new_style and instrumented and observed_s >= need:
                     out.new_style_live.setdefault(school_id, {}).setdefault(room.id, set()).add(day)
     return out
+
+
+def _read_spaces(conn: Connection, out: DayCounts, school_ids) -> None:
+    """out.spaces for these schools (a list, or a subquery) from school_spaces."""
+    c = school_spaces.c
+    for part in _chunks(school_ids) if isinstance(school_ids, list) else [school_ids]:
+        out.spaces.update(conn.execute(select(c.school_id, c.teaching_spaces).where(c.school_id.in_(part))).all())
+
+
+def _chunks(values, size: int = _IN_CHUNK):
+    ordered = sorted(values)
+    for i in range(0, len(ordered), size):
+        yield ordered[i:i + size]
+
+
+def _count_room_day(conn: Connection, out: DayCounts, policy: d.CoveragePolicy, counties: list[int],
+                    on_days: list[date]) -> None:
+    """Fill out.whole_day by counting room_day inside the database (delivered_min off the
+    school_cover_day grid, or school hours changed without a rebuild): every teaching
+    space's room-days per school and date; the rooms that are not whole are taken out
+    later, room by room, as from school_cover_day."""
+    r, rd, s = rooms.c, room_day.c, schools.c
+    # Each school's threshold once, not per room-day row: MATERIALIZED keeps the planner
+    # from folding the string arithmetic back into the per-row filter.
+    need = (select(s.id, (policy.delivered_min * _nominal_day_s(s)).label("need_s"))
+            .where(s.county_code.in_(counties)).cte("school_need").prefix_with("MATERIALIZED"))
+    live = rd.in_school_observed_s >= need.c.need_s
+    for row in conn.execute(select(rd.school_id, rd.date, func.count().filter(live),
+                                   func.count().filter(rd.in_school_observed_s > 0))
+                            .select_from(room_day.join(rooms, r.id == rd.room_id)
+                                         .join(need, need.c.id == rd.school_id))
+                            .where(rd.date.in_(on_days), r.teaching_space.is_(True))
+                            .group_by(rd.school_id, rd.date)):
+        out.whole_day[(row[0], row[1])] = (row[2], row[3])
+
+
+def _live_expr(step: int | None, delivered_min: float):
+    """room_day's in-school seconds against the threshold whole_day was counted with: the
+    COVER_STEPS column's expression (school_cover_day), else delivered_min's (room_day)."""
+    if step is not None:
+        return _cover_live(step)
+    return room_day.c.in_school_observed_s >= delivered_min * _nominal_day_s(schools.c)
+
+
+# -- judging in the database (PostgreSQL) ------------------------------------------------
+# For the schools of DayCounts.in_db (whole teaching spaces only: no room judged one by
+# one, nothing taken out of school_cover_day, regular days), per school and school day:
+# instrumented = whole, live = school_cover_day's live_<step> (0 without a row), offline =
+# whole - seen; the shares and the covered-day test are the float expressions judge()
+# evaluates (float8 division of the same integers, compared with the same parameters).
+# Schools are sent in groups sharing their school days and nominal day length.
+_PER_DAY_SQL = """
+WITH sch AS (SELECT unnest(CAST(:ids AS integer[])) AS id),
+w AS (SELECT n.school_id, sum(n.rooms) AS n FROM school_node_spans n JOIN sch ON sch.id = n.school_id
+      WHERE n.teaching_space AND n.from_ts <= :t_first AND n.to_ts >= :t_last
+      GROUP BY n.school_id),
+b AS (SELECT sch.id, COALESCE(sp.teaching_spaces, 0) AS spaces, COALESCE(w.n, 0) AS whole
+      FROM sch LEFT JOIN school_spaces sp ON sp.school_id = sch.id LEFT JOIN w ON w.school_id = sch.id),
+cv AS (SELECT c.school_id, c.date, c.{live} AS live, c.seen, c.day_s FROM school_cover_day c
+       JOIN sch ON sch.id = c.school_id WHERE c.date = ANY(CAST(:days AS date[]))),
+p AS (SELECT b.id, b.spaces, b.whole, d.date, COALESCE(c.live, 0) AS live, COALESCE(c.seen, 0) AS seen,
+             d.i, (c.day_s IS NOT NULL AND (c.day_s <> :nominal OR :nominal <= 0)) AS stale,
+             (CASE WHEN b.spaces > 0 THEN CAST(b.whole AS float8) / b.spaces ELSE 0.0 END) >= :imin
+             AND (CASE WHEN b.whole > 0 THEN CAST(COALESCE(c.live, 0) AS float8) / b.whole ELSE 0.0 END) >= :lmin
+               AS covered
+      FROM b CROSS JOIN unnest(CAST(:days AS date[])) WITH ORDINALITY AS d(date, i)
+      LEFT JOIN cv c ON c.school_id = b.id AND c.date = d.date)
+"""
+_JUDGE_SQL = _PER_DAY_SQL + """,
+ns AS (SELECT x.school_id, count(*) AS n FROM (
+         SELECT v.school_id, v.room_id FROM new_style_day v JOIN sch ON sch.id = v.school_id
+         WHERE v.date = ANY(CAST(:days AS date[])) AND v.in_school_observed_s >= :need
+         GROUP BY v.school_id, v.room_id HAVING count(*) >= :ns_days) x
+       GROUP BY x.school_id)
+SELECT p.id, min(p.spaces), min(p.whole), count(*) FILTER (WHERE p.covered),
+       CASE WHEN count(*) FILTER (WHERE p.covered) >= :arrays_below THEN NULL
+            ELSE array_agg(ARRAY[p.i, p.live, p.seen]) END,
+       bool_or(p.stale), COALESCE(min(ns.n), 0)
+FROM p LEFT JOIN ns ON ns.school_id = p.id GROUP BY p.id
+"""
+_TREND_SQL = _PER_DAY_SQL + """,
+pw AS (SELECT id, date - (CAST(EXTRACT(ISODOW FROM date) AS integer) - 1) AS monday, count(*) AS n,
+              count(*) FILTER (WHERE covered) AS c, bool_or(stale) AS stale
+       FROM p GROUP BY id, monday)
+SELECT monday, count(*), count(*) FILTER (WHERE c >= least(:min_days, n)), bool_or(stale) FROM pw GROUP BY monday
+"""
+
+
+@dataclass(slots=True)
+class Judged:
+    """One school's figures from the database: its teaching spaces, whole ones, covered
+    days, and per school day (day number, live, seen) of its whole teaching spaces."""
+    spaces: int
+    whole: int
+    covered_days: int
+    days: list[list[int]]
+    live_new_style: int
+
+    def per_day(self):
+        """(instrumented, live, offline) per school day in date order, as DayCounts.day
+        gives them."""
+        whole = self.whole
+        return [(whole, live, whole - seen) for _i, live, seen in sorted(self.days)]
+
+
+def _groups(counts: DayCounts) -> dict[tuple, list[int]]:
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    keys: dict[tuple[int, int], tuple] = {}     # (id of the days list, id of the hours) -> group
+    for school_id in counts.in_db:
+        days, h = counts.school_days.get(school_id, []), counts.hours[school_id]
+        key = keys.get((id(days), id(h)))
+        if key is None:
+            key = keys[(id(days), id(h))] = (tuple(days), h.day_s)
+        groups[key].append(school_id)
+    return groups
+
+
+def _params(counts: DayCounts, policy: d.CoveragePolicy, ids: list[int], days: tuple, nominal: int) -> dict:
+    return {"ids": ids, "days": list(days), "t_first": counts.t_first, "t_last": counts.t_last,
+            "nominal": nominal, "imin": policy.instrumented_share_min, "lmin": policy.live_share_min}
+
+
+def judge_in_db(conn: Connection, counts: DayCounts, policy: d.CoveragePolicy, week: bool, *,
+                full: bool = False) -> dict[int, Judged] | None:
+    """Figures for the schools of counts.in_db; None if a school's school_cover_day rows
+    were counted on other school hours than its current ones (then count again without
+    in_db: room_day is read, as _read_cover does). The per-day counts come for the
+    schools not covered only, unless `full`."""
+    out: dict[int, Judged] = {}
+    sql = text(_JUDGE_SQL.format(live=f"live_{counts.step}"))
+    for (days, nominal), ids in _groups(counts).items():
+        if not days:
+            for school_id in ids:
+                out[school_id] = Judged(counts.spaces.get(school_id, 0), 0, 0, [], 0)
+            continue
+        required = min(policy.week_min_days, len(days)) if week else len(days)
+        params = _params(counts, policy, ids, days, nominal) | {
+            "need": policy.delivered_min * nominal, "ns_days": max(1, required if week else 1),
+            "arrays_below": len(days) + 1 if full else required}
+        for school_id, spaces, whole, covered, per_day, stale, ns in conn.execute(sql, params).all():
+            if stale:
+                return None
+            out[school_id] = Judged(spaces, int(whole), covered, per_day or [], ns)
+    return out
+
+
+def trend_in_db(conn: Connection, counts: DayCounts, policy: d.CoveragePolicy
+                ) -> dict[date, tuple[int, int]] | None:
+    """Per ISO week (its Monday): (schools with a school day that week, covered schools)
+    over the schools of counts.in_db; None as judge_in_db."""
+    out: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+    sql = text(_TREND_SQL.format(live=f"live_{counts.step}"))
+    for (days, nominal), ids in _groups(counts).items():
+        if not days:
+            continue
+        params = _params(counts, policy, ids, days, nominal) | {"min_days": policy.week_min_days}
+        for monday, n, covered, stale in conn.execute(sql, params):
+            if stale:
+                return None
+            out[monday][0] += n
+            out[monday][1] += covered
+    return {k: (v[0], v[1]) for k, v in out.items()}

@@ -18,12 +18,13 @@ from sqlalchemy import Connection, Engine, case, false, func, select, text, true
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fleet_server.db.metrics_schema import (
-    ADDITIVE, COVER_STEPS, MASKS, QUEUE_TRIGGER, QUEUED_COLUMNS, TRIGGER_DDL, room_day, room_hour,
-    rollup_queue, rollup_state, school_cover_day, school_day,
+    ADDITIVE, COVER_STEPS, MASKS, QUEUE_TRIGGER, QUEUED_COLUMNS, TRIGGER_DDL, new_style_day, room_day,
+    room_hour, rollup_queue, rollup_state, school_cover_day, school_day,
 )
 from fleet_server.db.registry_schema import device_assignments, rooms, schools
 from fleet_server.db.schema import windows
 from fleet_server.metrics.coverage_counts import cover_select
+from fleet_server.metrics.coverage_keep import refresh_all_schools, refresh_new_style_days
 from fleet_server.metrics.hour_buckets import RoomContext, add_window, empty_measures, merge
 from fleet_server.metrics.schooltime import load_hours, zone
 from fleet_server.periodic import PeriodicJob
@@ -211,6 +212,7 @@ def _roll_batch(conn: Connection, limit: int, result: RollupResult) -> int:
     _upsert(conn, school_day, ("school_id", "date"),
             [{"school_id": k[0], "date": k[1], **m} for k, m in schools.items()])
     refresh_cover(conn, set(schools))
+    refresh_new_style_days(conn, days, lambda table: _insert(conn, table))
     return len(rows)
 
 
@@ -290,8 +292,9 @@ def rebuild_rollups(engine: Engine, *, batch: int = BATCH) -> RollupResult:
                                  f"({', '.join(sorted(zones))}) is not supported")
             tz = zone(zones.pop())
             first_day = datetime.fromtimestamp(pruned, tz).date() + timedelta(days=1)
-        for table in (room_hour, room_day, school_day, school_cover_day):
+        for table in (room_hour, room_day, school_day, school_cover_day, new_style_day):
             conn.execute(table.delete().where(table.c.date >= first_day) if first_day else table.delete())
+        refresh_all_schools(conn)      # the registry-side coverage counts, as a net
         conn.execute(rollup_state.delete().where(rollup_state.c.key != _PRUNED_KEY))
         rows = select(*(windows.c[c] for c in QUEUED_COLUMNS), false())
         if first_day is not None:

@@ -15,6 +15,7 @@ from fleet_server.db.registry_schema import (
     REGION_LEVELS, buildings, calendar_days, device_assignments, regions, rooms, schools,
 )
 from fleet_server.db.schema import devices
+from fleet_server.metrics.coverage_keep import refresh_schools
 from fleet_server.registry.csv_rows import mask_digits, read_table
 
 REGIONS_CSV = Path(__file__).resolve().parent.parent / "data" / "zhejiang_regions.csv"
@@ -214,6 +215,11 @@ def assign_device(conn: Connection, device_id: str, room_id: int | None, at_ts: 
         conn.execute(device_assignments.insert().values(device_id=device_id, room_id=room_id,
                                                         from_ts=at_ts, to_ts=None))
     conn.execute(devices.update().where(devices.c.device_id == device_id).values(room_id=room_id))
+    # Coverage's per-school node counts, for the room left and the room entered.
+    changed = {x for x in (room_id, last.room_id if last is not None and last.to_ts is None else None)
+               if x is not None}
+    if changed:
+        refresh_schools(conn, conn.execute(select(rooms.c.school_id).where(rooms.c.id.in_(changed))).scalars())
     return current_assignment(conn, device_id)
 
 

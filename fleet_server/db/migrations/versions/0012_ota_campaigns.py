@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"  # 0011 once the coverage counts migration lands
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
