@@ -9,6 +9,7 @@ so the figures are the server's own time, not the network's. Figures: docs/perfo
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -145,12 +146,15 @@ def main() -> None:
                      ("province page, one school day", f"/regions/330000?date={monday + timedelta(days=2)}"),
                      ("room page, one day", f"/rooms/{list_rooms_first(app, school_id)}?date={monday}")]
             base = None
+            load_before = os.getloadavg()
             print(f"{'page':58} {'p50 ms':>8} {'p95 ms':>8} {'x health p50':>13}")
             for label, url in cases:
                 xs = timed(client, url, args.requests)
                 p50 = statistics.median(xs)
                 base = base or p50
                 print(f"{label:58} {p50:8.1f} {p95(xs):8.1f} {p50 / base:13.1f}")
+            print(f"{os.cpu_count()} cores; load average {load_before[0]:.2f} before / "
+                  f"{os.getloadavg()[0]:.2f} after (1-minute)")
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from functools import reduce
+from operator import add, attrgetter, itemgetter
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,7 +17,9 @@ from sqlalchemy import Connection, select
 from fleet_server.db.metrics_schema import room_hour
 from fleet_server.db.registry_schema import rooms, schools
 from fleet_server.metrics import definitions as d
-from fleet_server.metrics.periods import MinuteMasks, Period, load_periods, period_figures, unscheduled_use
+from fleet_server.metrics.periods import (
+    MinuteMasks, Period, load_periods, period_figures, unscheduled_minutes, unscheduled_use,
+)
 from fleet_server.metrics.rollup import pending
 from fleet_server.metrics.schooltime import SchoolHours, dates, load_hours, school_days
 
@@ -111,6 +115,33 @@ def usage_figures(hours: SchoolHours, teaching_days: list[date], first: date, la
     }
 
 
+def usage_totals(hours: SchoolHours, teaching_days: list[date], per_day: dict[date, list[float]],
+                 masks: MinuteMasks, periods: list[Period]) -> dict[str, Any]:
+    """The totals of usage_figures without its per-day, per-period, heatmap and list
+    parts: what a school report needs of each of its rooms. per_day: date -> [occupied_s
+    of all hours, in-school occupied_s (school days), in-school observed_s (school days)],
+    summed over the room's rows in (date, hour) order as usage_figures sums them, so the
+    figures are the same numbers."""
+    available_s = hours.day_s * len(teaching_days)
+    occupied_s = sum(x[1] for x in per_day.values())
+    observed_s = sum(x[2] for x in per_day.values())
+    booked = period_figures(masks, periods, teaching_days, detail=False)
+    return {
+        "utilisation": ratio(occupied_s, available_s),
+        "occupied_minutes": minutes(occupied_s),
+        "occupied_hours": round(occupied_s / 3600, 2),
+        "available_minutes": minutes(available_s),
+        "observed_minutes": minutes(observed_s),
+        "data_completeness": ratio(observed_s, available_s),
+        "scheduled_minutes": booked["scheduled_minutes"],
+        "scheduled_occupied_minutes": booked["scheduled_occupied_minutes"],
+        "scheduled_utilisation": booked["scheduled_utilisation"],
+        "no_show_count": booked["no_show_count"],
+        "unscheduled_minutes": unscheduled_minutes(masks, periods, teaching_days),
+        "occupied_minutes_all_hours": minutes(sum(x[0] for x in per_day.values())),
+    }
+
+
 def _hour_rows(conn: Connection, room_id: int, first: date, last: date) -> list[Any]:
     h = room_hour.c
     return list(conn.execute(select(room_hour).where(h.room_id == room_id, h.date.between(first, last))
@@ -136,18 +167,32 @@ THRESHOLDS = {"co2_notice_ppm": d.CO2_NOTICE_PPM, "co2_breach_ppm": d.CO2_BREACH
               "desk_lux_min": d.DESK_LUX_MIN, "noise_unoccupied_max_dba": d.NOISE_UNOCCUPIED_MAX_DBA}
 
 
+ENVIRONMENT_SUMS = ("observed_s", "occupied_s", "co2_sum", "co2_n_s", "co2_over_1000_s", "co2_over_1500_s",
+             "temp_occ_s", "temp_in_band_s", "rh_occ_s", "rh_in_band_s", "lux_sum", "lux_occ_s",
+             "lux_low_s", "noise_energy_sum", "noise_n_s", "noise_over_45_s")
+
+
 def environment_summary(rows: Sequence[Any], lux_factor: float | None) -> dict[str, Any]:
     """Environment figures from rollup rows (room_hour, room_day or school_day): sums
     first, then ratios. lux_factor None: desk lux mean is not shown (mixed rooms)."""
-    s: dict[str, float] = defaultdict(float)
+    # Each sum adds its column row by row from 0.0 (reduce, not sum(): the same float
+    # additions in the same order on every Python). The columns are read by position
+    # (a result row's attribute lookup costs far more than its index).
     co2_max = None
-    for r in rows:
-        for name in ("observed_s", "occupied_s", "co2_sum", "co2_n_s", "co2_over_1000_s", "co2_over_1500_s",
-                     "temp_occ_s", "temp_in_band_s", "rh_occ_s", "rh_in_band_s", "lux_sum", "lux_occ_s",
-                     "lux_low_s", "noise_energy_sum", "noise_n_s", "noise_over_45_s"):
-            s[name] += getattr(r, name)
-        if r.co2_max is not None and (co2_max is None or r.co2_max > co2_max):
-            co2_max = r.co2_max
+    if rows:
+        fields = getattr(rows[0], "_fields", None)
+        values: Callable[[Any], tuple]
+        if fields is not None:
+            values = itemgetter(*(fields.index(name) for name in (*ENVIRONMENT_SUMS, "co2_max")))
+        else:
+            values = attrgetter(*ENVIRONMENT_SUMS, "co2_max")
+        columns = list(zip(*map(values, rows)))
+        s = dict(zip(ENVIRONMENT_SUMS, (reduce(add, column, 0.0) for column in columns)))
+        for value in columns[-1]:
+            if value is not None and (co2_max is None or value > co2_max):
+                co2_max = value
+    else:
+        s = dict.fromkeys(ENVIRONMENT_SUMS, 0.0)
     laeq = round(10 * math.log10(s["noise_energy_sum"] / s["noise_n_s"]), 1) if s["noise_energy_sum"] else None
     desk = (round(s["lux_sum"] / s["lux_occ_s"] * lux_factor, 1)
             if lux_factor is not None and s["lux_occ_s"] else None)

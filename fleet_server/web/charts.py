@@ -213,3 +213,73 @@ def meter(value: float, goal: float, fmt: Formatter, *, title: str, figure: str,
             f'<text x="{gx:.1f}" y="36" text-anchor="middle" class="axis goal-label">{escape(fmt.t("goal"))} '
             f'{goal_text}</text>']
     return _svg(width, height, title, body, cls="chart meter")
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    label: str                  # the x label (an ISO week, 2026-W16)
+    value: float | None         # a share 0..1; None: no school day that week (a gap)
+    figure: str                 # data-figure id the tests read
+    note: str = ""              # appended to the hover text, e.g. " (12/40)"
+
+
+def trend(points: Sequence[TrendPoint], fmt: Formatter, *, title: str, goal: float | None = None) -> Markup:
+    """A share over consecutive periods (oldest left): a line through the points, each
+    point with its value printed above it, a dashed goal line with its value; a period
+    without a value breaks the line and says "no data". Under the goal a point is a
+    hollow diamond, at or over it a filled circle, so shape tells it, not colour alone."""
+    width, height, left, right, top, bottom = 680, 180, 46, 70, 18, 36
+    pw, ph = width - left - right, height - top - bottom
+    step = pw / max(1, len(points))
+
+    def x(i: int) -> float:
+        return left + (i + 0.5) * step
+
+    def y(v: float) -> float:
+        return top + ph - min(max(v, 0.0), 1.0) * ph
+
+    body = []
+    for share in (0.0, 0.5, 1.0):
+        body.append(f'<line x1="{left}" y1="{y(share):.1f}" x2="{left + pw}" y2="{y(share):.1f}" class="grid"/>'
+                    f'<text x="{left - 4}" y="{y(share) + 4:.1f}" text-anchor="end" class="axis">'
+                    f'{fmt.pct(share, 0)}</text>')
+    if goal is not None:
+        body.append(f'<line x1="{left}" y1="{y(goal):.1f}" x2="{left + pw}" y2="{y(goal):.1f}" class="goal"/>'
+                    f'<text x="{left + pw + 4}" y="{y(goal) + 4:.1f}" class="axis goal-label">'
+                    f'{escape(fmt.t("goal"))} {fmt.pct(goal, 0)}</text>')
+    segments: list[list[str]] = [[]]
+    for i, p in enumerate(points):
+        if p.value is None:
+            segments.append([])
+        else:
+            segments[-1].append(f"{x(i):.1f},{y(p.value):.1f}")
+    for seg in segments:
+        if len(seg) > 1:
+            body.append(f'<polyline points="{" ".join(seg)}" class="series"/>')
+    # Every other x label when crowded; the week is in each point's hover text anyway.
+    every = 1 if len(points) <= 13 else 2
+    for i, p in enumerate(points):
+        label = escape(p.label)
+        if i % every == 0 or i == len(points) - 1:
+            body.append(f'<text x="{x(i):.1f}" y="{height - 20}" text-anchor="middle" class="axis">'
+                        f'{escape(p.label[-3:])}</text>')
+        if p.value is None:
+            body.append(f'<text x="{x(i):.1f}" y="{top + ph / 2:.1f}" text-anchor="middle" class="axis">'
+                        f'<title>{label}: {escape(fmt.t("no_data"))}</title>–</text>')
+            continue
+        px, py = x(i), y(p.value)
+        tip = f'{label}: {fmt.pct(p.value)}{escape(p.note)}'
+        if goal is not None and p.value < goal:
+            marker = (f'<path d="M{px:.1f},{py - 5:.1f} L{px + 5:.1f},{py:.1f} L{px:.1f},{py + 5:.1f} '
+                      f'L{px - 5:.1f},{py:.1f} Z" fill="#fff" stroke="{VERMILLION}" stroke-width="2" class="below">'
+                      f'<title>{tip}</title></path>')
+        else:
+            marker = f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4.5" fill="{BLUE}" class="point"><title>{tip}</title></circle>'
+        body.append(f'<g data-figure="{escape(p.figure)}" data-value="{p.value}">{marker}'
+                    f'<text x="{px:.1f}" y="{py - 8:.1f}" text-anchor="middle" class="value">'
+                    f'{fmt.pct(p.value, 0)}</text></g>')
+    if points:
+        first, last = escape(points[0].label), escape(points[-1].label)
+        body.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle" class="axis">'
+                    f'{first} – {last}</text>')
+    return _svg(width, height, title, body, cls="chart trend")

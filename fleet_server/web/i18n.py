@@ -91,6 +91,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "data_completeness": ("Data completeness", "数据完整率"),
     "completeness_tip": ("Observed minutes / available minutes (windows received / expected)",
                          "有观测分钟数 / 可用分钟数（收到窗口数 / 应收窗口数）"),
+    "completeness_today": ("Completeness today", "今日数据完整率"),
+    "completeness_today_tip": ("Windows received / windows expected today (school-local day) for the time the "
+                               "node was assigned to a room (since first seen if never assigned)",
+                               "今日（学校本地日期）节点分配到教室期间：收到窗口数 / 应收窗口数（从未分配的节点自首次上线起算）"),
     "weekday_0": ("Mon", "周一"), "weekday_1": ("Tue", "周二"), "weekday_2": ("Wed", "周三"),
     "weekday_3": ("Thu", "周四"), "weekday_4": ("Fri", "周五"), "weekday_5": ("Sat", "周六"),
     "weekday_6": ("Sun", "周日"),
@@ -180,6 +184,29 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "sensor_ok": ("ok", "正常"), "sensor_missing": ("missing", "缺失"), "sensor_failed": ("failed", "故障"),
     "error": ("Error", "错误"),
     "page": ("Page", "页"),
+    # The school page's open alerts and the region page's coverage trend (issue 5).
+    "alerts_open": ("Open alerts", "未处理告警"),
+    "alerts_open_tip": ("alerts of this school's rooms and nodes that still hold (a node offline for more than "
+                        "30 minutes of school hours, a CO2 breach while occupied, a failed sensor), newest first, "
+                        "as the alerts API lists them",
+                        "本校教室和节点尚未解除的告警（上课时间离线超过 30 分钟、有人时 CO2 超标、传感器故障），"
+                        "按时间倒序，与告警接口一致"),
+    "alerts_shown": ("{shown} shown of {total}", "显示 {shown} 条，共 {total} 条"),
+    "alert_kind": ("Alert", "告警"),
+    "alert_kind_offline": ("node offline", "节点离线"),
+    "alert_kind_co2_breach": ("CO2 breach", "CO2 超标"),
+    "alert_kind_sensor_failed": ("sensor failed", "传感器故障"),
+    "severity": ("Severity", "级别"),
+    "severity_warning": ("warning", "警告"),
+    "severity_critical": ("critical", "严重"),
+    "opened_at": ("Since", "开始于"),
+    "last_seen_at": ("Last seen", "最近出现"),
+    "alert_detail": ("Detail", "详情"),
+    "peak": ("peak", "峰值"),
+    "trend_tip": ("the share of schools covered in each of the last {weeks} ISO weeks (a school counts for a "
+                  "week when it is covered on at least {days} of its school days), from the coverage trend API",
+                  "最近 {weeks} 个 ISO 周每周达标学校的比例（一周内至少 {days} 个上课日达标的学校计为该周覆盖），"
+                  "数据来自覆盖趋势接口"),
 }
 assert not MESSAGES.keys() & CAMPAIGN_MESSAGES.keys(), "a campaign label would replace another"
 MESSAGES.update(CAMPAIGN_MESSAGES)

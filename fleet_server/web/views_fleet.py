@@ -3,13 +3,16 @@ firmware, sensor states; unassigned devices; one device with its room, history a
 commands. Reads through fleet_server.services.devices and the registry service."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from fleet_server.db.schema import devices
 from fleet_server.registry import service as registry
+from fleet_server.api.routes.metrics import _today
 from fleet_server.services import devices as device_svc
+from fleet_server.services import devices_health as health_svc
 
 PAGE = 200
 UNASSIGNED_SHOWN = 200
@@ -26,6 +29,12 @@ def fleet_page(conn: Connection, *, offset: int, school_id: int | None = None, r
                show_unassigned: bool = True) -> dict[str, Any]:
     """school_id / region: a user's confinement (fleet_server.auth.scoped_services)."""
     total, items = device_svc.list_devices(conn, limit=PAGE, offset=offset, school_id=school_id, region=region)
+    # Data completeness today per node: GET /api/v1/devices/{id}/completeness?from=today&to=today's share.
+    today = _today()
+    now_s = time.time()
+    for d in items:
+        c = health_svc.completeness(conn, d["device_id"], today, today, now_s=now_s)
+        d["completeness"] = None if c is None else c["share"]
     unassigned = ([d for d in (device_svc.get_device(conn, i) for i in unassigned_ids(conn)) if d]
                   if show_unassigned else [])
     rooms: dict[int, dict] = {}
@@ -34,6 +43,7 @@ def fleet_page(conn: Connection, *, offset: int, school_id: int | None = None, r
             a = registry.current_assignment(conn, d["device_id"])
             rooms[d["room_id"]] = a
     return {"total": total, "items": items, "offset": offset, "page": PAGE, "unassigned": unassigned,
+            "today": today,
             "rooms": rooms, "online": sum(1 for d in items if d["online"])}
 
 

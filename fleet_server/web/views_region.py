@@ -3,24 +3,35 @@ policy, child regions ranked, uncovered schools with the reason, live new-style 
 all from fleet_server.metrics.coverage, the function /api/v1/coverage calls."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
 
 from fleet_server.metrics import coverage as coverage_svc
+from fleet_server.metrics import coverage_trend as trend_svc
 from fleet_server.metrics.definitions import CoveragePolicy
 from fleet_server.registry import service as registry
 from fleet_server.web import charts
 from fleet_server.web.i18n import Formatter
 
 UNCOVERED_SHOWN = 20      # closest to qualifying; the CSV beside it has every school
+TREND_WEEKS = 12          # the trend's weeks, ending with the shown one (the API's default)
 
 
 def coverage_trend(conn: Connection, region_code: int, last_week: date) -> list[dict] | None:
-    """Seam for the weekly trend (GET /api/v1/coverage/trend, being added): return its
-    rows here and the page draws them. None = not available, and the page says so."""
-    return None
+    """The weekly trend, as GET /api/v1/coverage/trend gives it (same service, default
+    policy, TREND_WEEKS weeks): its rows, oldest first, ending with the week of
+    `last_week` (any date in it). None if the region is unknown."""
+    monday = last_week - timedelta(days=last_week.weekday())
+    result = trend_svc.coverage_trend(conn, region_code, monday, TREND_WEEKS, policy=CoveragePolicy())
+    return None if result is None else result["weeks"]
+
+
+def trend_svg(weeks: list[dict], fmt: Formatter, goal: float):
+    points = [charts.TrendPoint(w["week"], w["coverage"], f'trend.{w["week"]}.coverage',
+                                f' ({w["covered"]}/{w["schools"]})') for w in weeks]
+    return charts.trend(points, fmt, title=fmt.t("trend"), goal=goal)
 
 
 def region_page(conn: Connection, code: int, first: date, last: date, *, week: bool,
@@ -48,9 +59,12 @@ def region_page(conn: Connection, code: int, first: date, last: date, *, week: b
     if region["level"] == "county":
         rows = coverage_svc.coverage_rows(conn, code, first, last, week=week, policy=policy) or []
         schools = sorted(rows, key=lambda r: (not r["covered"], r["shortfall"] or 0, r["code"]))
+    trend = coverage_trend(conn, code, last)
     return {
         "cov": cov, "region": region, "ancestors": ancestors, "children": children, "schools": schools,
-        "name_key": name_key, "trend": coverage_trend(conn, code, last),
+        "name_key": name_key, "trend": trend, "trend_weeks": TREND_WEEKS,
+        "trend_week": trend[-1]["week"] if trend else None,
+        "trend_svg": trend_svg(trend, fmt, policy.goal) if trend else None,
         "coverage_svg": charts.meter(cov["coverage"] or 0.0, policy.goal, fmt, title=fmt.t("coverage"),
                                      figure="region.coverage", as_share=True),
         "new_style_svg": charts.meter(cov["new_style"]["live"], cov["new_style"]["goal"], fmt,

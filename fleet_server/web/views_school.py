@@ -3,13 +3,16 @@ API calls (fleet_server.metrics.schools / rooms, registry, devices), so the page
 /api/v1/... agree by construction; the charts are drawn from those same dicts."""
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from datetime import date
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from fleet_server.alerts import service as alert_svc
 from fleet_server.db.metrics_schema import room_hour
+from fleet_server.db.schema import devices
 from fleet_server.metrics import rooms as room_svc
 from fleet_server.metrics import schools as school_svc
 from fleet_server.metrics.definitions import (
@@ -22,18 +25,24 @@ from fleet_server.web.i18n import Formatter
 from fleet_server.web.room_day import room_windows
 
 MAX_ROOMS = 1000      # the school usage API's page limit
-ENV_SUMS = ("observed_s", "occupied_s", "co2_sum", "co2_n_s", "co2_over_1000_s", "co2_over_1500_s",
-            "temp_occ_s", "temp_in_band_s", "rh_occ_s", "rh_in_band_s", "lux_sum", "lux_occ_s", "lux_low_s",
-            "noise_energy_sum", "noise_n_s", "noise_over_45_s")
+ALERTS_SHOWN = 20     # newest open alerts on the page; the CSV beside them has every one
+ENV_SUMS = room_svc.ENVIRONMENT_SUMS
 
 
 def live_rooms(conn: Connection, room_list: list[dict]) -> dict[str, Any]:
     """Today's live view: per room, its devices now and whether any online one last
     reported presence (the newest presence event, devices.present)."""
-    # Seam: once services.devices can filter by room or school, ask it once here.
+    # The rooms' devices in one query (not one per node), each as GET /devices/{id} has it.
+    ids = sorted({i for room in room_list for i in room["device_ids"]})
+    now_s = time.time()
+    found: dict[str, dict] = {}
+    for i in range(0, len(ids), 500):
+        for row in conn.execute(device_svc._base_query(device_svc._COLUMNS)
+                                .where(devices.c.device_id.in_(ids[i:i + 500]))):
+            found[row.device_id] = device_svc._public(row, now_s)
     out, occupied, offline = [], 0, []
     for room in room_list:
-        devs = [d for d in (device_svc.get_device(conn, i) for i in room["device_ids"]) if d is not None]
+        devs = [found[i] for i in room["device_ids"] if i in found]
         online = [d for d in devs if d["online"]]
         present = any(d["present"] for d in online) if online else None
         occupied += bool(present)
@@ -52,19 +61,20 @@ def room_environments(conn: Connection, school_id: int, first: date, last: date,
     # Only the columns environment_summary reads (not the minute bitmaps).
     cols = [h.room_id, h.co2_max] + [getattr(h, name) for name in ENV_SUMS]
     for r in conn.execute(select(*cols).where(h.school_id == school_id, h.date.between(first, last))
-                          .order_by(h.room_id, h.date, h.hour)):
+                          .order_by(h.room_id, h.date, h.hour)).all():    # one fetch, not row by row
         per_room[r.room_id].append(r)
     return {room["id"]: room_svc.environment_summary(per_room.get(room["id"], []), room["lux_factor"])
             for room in room_list}
 
 
 def school_page(conn: Connection, school_id: int, first: date, last: date, fmt: Formatter) -> dict | None:
-    usage = school_svc.school_usage(conn, school_id, first, last, limit=MAX_ROOMS, offset=0)
+    # The usage and each room's environment from one read of the room-hours.
+    usage = school_svc.school_usage(conn, school_id, first, last, limit=MAX_ROOMS, offset=0, room_environment=True)
     if usage is None:
         return None
+    env = usage.pop("room_environment")
     room_list = registry.list_rooms(conn, school_id)
     live = live_rooms(conn, room_list)
-    env = room_environments(conn, school_id, first, last, room_list)
     ranked = usage["rooms"]["items"]
     bars = [charts.Bar(f'{r["code"]} {r["name"]}', r["utilisation"] if r["has_data"] else None,
                        f'room.{r["room_id"]}.utilisation', f'/rooms/{r["room_id"]}') for r in ranked]
@@ -73,8 +83,10 @@ def school_page(conn: Connection, school_id: int, first: date, last: date, fmt: 
     end_h = int(usage["school_hours"]["day_end"][:2])
     hours = range(min([start_h] + [c["hour"] for c in cells]), max([end_h] + [c["hour"] for c in cells]) + 1)
     weekdays = sorted({int(x) - 1 for x in usage["school_hours"]["weekdays"]} | {c["weekday"] for c in cells})
+    # Open alerts of the school, newest first: GET /api/v1/alerts?school_id=&state=open.
+    alerts = alert_svc.list_alerts(conn, state="open", school_id=school_id, limit=ALERTS_SHOWN, offset=0)
     return {
-        "usage": usage, "live": live, "env": env, "ranked": ranked,
+        "usage": usage, "live": live, "env": env, "ranked": ranked, "alerts": alerts,
         "rooms_by_id": {r["id"]: r for r in room_list},
         "bars_svg": charts.ranked_bars(bars, fmt, title=fmt.t("rooms_ranked")),
         "heatmap_svg": charts.heatmap(cells, fmt, hours=hours, weekdays=weekdays, title=fmt.t("heatmap")),

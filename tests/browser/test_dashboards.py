@@ -2,10 +2,12 @@
 against a fleet server fed by virtual nodes: every figure a page shows equals the JSON
 API's, the language switch turns the labels Chinese, a technician assigns a device and
 sees its identify ack, and no page makes a request outside the server's own origin."""
+import time
 from datetime import date
 
 import pytest
 
+from fleet_server.alerts.evaluator import evaluate
 from fleet_server.metrics.schooltime import iso_week
 
 pytestmark = pytest.mark.timeout(600)
@@ -34,6 +36,10 @@ def week_range(week: str) -> tuple[date, date]:
 
 def test_school_page_figures_equal_the_usage_and_environment_api(fed, en_page):
     first, last = week_range(fed.week)
+    # The real alert rules as of a week from now: by then the three stopped nodes have
+    # been offline for more than 30 minutes of school hours, so the school has open alerts.
+    with fed.server.app.state.engine.begin() as conn:
+        evaluate(conn, time.time() + 7 * 86400)
     en_page.goto(f"/schools/{fed.school_id}?week={fed.week}")
     shown = figures(en_page.page)
     api = fed.api(f"/api/v1/schools/{fed.school_id}/usage", **{"from": str(first), "to": str(last)})
@@ -71,8 +77,22 @@ def test_school_page_figures_equal_the_usage_and_environment_api(fed, en_page):
     offline = [d for d in fed.api("/api/v1/devices")["items"]
                if d["room_id"] in fed.room_ids.values() and not d["online"]]
     assert num(shown["school.offline_nodes"][0]) == len(offline) == 3
+    # Open alerts: the alerts API's open alerts of the school, in its order, newest first.
+    alerts = fed.api("/api/v1/alerts", school_id=fed.school_id, state="open", limit=20)     # the page shows 20
+    assert alerts["total"] >= 3 and {"offline"} <= {a["kind"] for a in alerts["items"]}
+    assert {a["device_id"] for a in alerts["items"] if a["kind"] == "offline"} == {d["device_id"] for d in offline}
+    assert num(shown["school.open_alerts"][0]) == alerts["total"]
+    order = en_page.page.eval_on_selector_all("table.alerts tbody tr", "rs => rs.map(r => +r.dataset.alert)")
+    assert order == [a["id"] for a in alerts["items"]]
+    for a in alerts["items"]:
+        assert shown[f"alert.{a['id']}.kind"][0] == a["kind"]
+        assert shown[f"alert.{a['id']}.severity"][0] == a["severity"]
+        assert shown[f"alert.{a['id']}.opened_at"][0] == a["opened_at"]
+        if a["kind"] == "co2_breach":
+            assert num(shown[f"alert.{a['id']}.peak_co2_ppm"][0]) == a["detail"]["peak_co2_ppm"]
+    assert "node offline" in en_page.page.locator("table.alerts").inner_text()
     # Every figure heading has its tooltip and a CSV link that answers with CSV.
-    for section in ("live", "ranked", "heat", "air", "offline"):
+    for section in ("live", "ranked", "heat", "air", "alerts", "offline"):
         heading = en_page.page.locator(f"h2#{section}")
         assert heading.locator(".tip .tip-text").count() == 1
         href = heading.locator("a.csv").get_attribute("href")
@@ -81,6 +101,9 @@ def test_school_page_figures_equal_the_usage_and_environment_api(fed, en_page):
     csv_text = en_page.page.request.get(
         fed.base_url + en_page.page.locator("h2#ranked a.csv").get_attribute("href")).text()
     assert "utilisation" in csv_text.splitlines()[0]
+    alerts_csv = en_page.page.request.get(
+        fed.base_url + en_page.page.locator("h2#alerts a.csv").get_attribute("href")).text().splitlines()
+    assert len(alerts_csv) == 1 + alerts["total"] and "kind" in alerts_csv[0]
 
 
 def test_room_page_figures_equal_the_api_and_the_day_is_drawn(fed, en_page):
@@ -116,6 +139,25 @@ def test_region_pages_equal_the_coverage_api_and_drill_down_to_a_school(fed, en_
     assert num(shown["region.new_style_live"][0]) == api["new_style"]["live"]
     policy = en_page.page.locator("p.policy").inner_text()
     assert "80%" in policy and "90%" in policy and "95%" in policy
+    # The weekly trend: the trend API's 12 weeks ending with the shown day's week, the
+    # chart's points and the table's figures alike; its CSV beside it.
+    trend = fed.api("/api/v1/coverage/trend", region=330000, week=fed.week, weeks=12)["weeks"]
+    assert len(trend) == 12 and trend[-1]["week"] == fed.week and trend[-1]["schools"] == 2
+    for w in trend:
+        assert shown[f"trend.{w['week']}.coverage_text"][0] == ("" if w["coverage"] is None else str(w["coverage"]))
+        for key in ("covered", "schools", "gap_schools"):
+            assert num(shown[f"trend.{w['week']}.{key}"][0]) == w[key], (w["week"], key)
+        if w["coverage"] is None:
+            assert f"trend.{w['week']}.coverage" not in shown
+        else:
+            assert num(shown[f"trend.{w['week']}.coverage"][0]) == w["coverage"]
+            assert shown[f"trend.{w['week']}.coverage_text"][1].startswith(pct(w["coverage"]))
+    heading = en_page.page.locator("h2#trend")
+    assert heading.locator(".tip .tip-text").count() == 1
+    trend_csv = en_page.page.request.get(fed.base_url + heading.locator("a.csv").get_attribute("href"))
+    assert trend_csv.ok and trend_csv.headers["content-type"].startswith("text/csv")
+    lines = trend_csv.text().splitlines()
+    assert "coverage" in lines[0] and len(lines) == 1 + 12
     for child in api["children"]:
         assert num(shown[f"child.{child['code']}.gap_schools"][0]) == child["gap_schools"]
         if child["coverage"] is not None:
@@ -147,6 +189,14 @@ def test_fleet_page_shows_each_device_as_the_devices_api(fed, en_page):
         label = "online" if d["online"] else "offline"
         assert label in shown[f"device.{d['device_id']}.online"][1]
         assert num(shown[f"device.{d['device_id']}.rssi"][0]) == d["rssi"]
+    # Data completeness today per node, as GET /devices/{id}/completeness for that date.
+    today = en_page.page.locator("table.devices th[data-date]").get_attribute("data-date")
+    for d in api["items"]:
+        assert f"device.{d['device_id']}.completeness" in shown
+        if d["device_id"] == fed.spare_device:
+            continue        # still running: its counts move between the page and the API call
+        share = fed.api(f"/api/v1/devices/{d['device_id']}/completeness", **{"from": today, "to": today})["share"]
+        assert num(shown[f"device.{d['device_id']}.completeness"][0]) == share, d["device_id"]
     assert en_page.page.locator(f"ul.unassigned li[data-device='{fed.spare_device}']").count() == 1
 
 

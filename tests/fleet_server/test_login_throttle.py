@@ -6,21 +6,19 @@ counts by its /64. Tested on a running server (SQLite and PostgreSQL), and over 
 from __future__ import annotations
 
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from fleet_server.auth.throttle import AUDIT_EVERY_S, LoginThrottle, address_key, retry_after_header
 from fleet_server.db.auth_schema import users
 from fleet_server.settings import Settings
 from tests.utils.postgres import Postgres
-from tests.utils.services import FleetServer, free_port
+from tests.utils.services import FleetServer
 
 PASSWORD = "a-long-enough-password"
 BURST = 4
@@ -136,26 +134,12 @@ def _has_ipv6_loopback() -> bool:
         return False
 
 
-class FleetServerV6(FleetServer):
-    """The fleet server on [::1] (FleetServer listens on 127.0.0.1)."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.http.close()
-        self.port = free_port("::1")
-        self.base_url = f"http://[::1]:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="::1", port=self.port, log_level="warning",
-                                                     lifespan="on"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self.http = httpx.Client(base_url=self.base_url, timeout=10)
-
-
 @pytest.mark.skipif(not _has_ipv6_loopback(),
                     reason="this machine has no IPv6 loopback (::1): `ip -6 addr show lo` shows none")
 def test_an_ipv6_client_is_throttled_and_audited_by_its_address(mosquitto, tmp_path):
-    srv = FleetServerV6(Settings(db=f"sqlite:///{tmp_path}/fleet.db", mqtt=mosquitto.url, ingest=False,
+    srv = FleetServer(Settings(db=f"sqlite:///{tmp_path}/fleet.db", mqtt=mosquitto.url, ingest=False,
                                  login_address_burst=2, login_address_per_min=1, login_ipv6_prefix=64,
-                                 ingest_client_id=f"x-{uuid.uuid4().hex[:8]}")).start()
+                                 ingest_client_id=f"x-{uuid.uuid4().hex[:8]}"), host="::1").start()
     try:
         assert [_api_login(srv, "nobody", "guess-guess").status_code for _ in range(2)] == [401, 401]
         r = _api_login(srv, "nobody", "guess-guess")

@@ -147,6 +147,59 @@ def test_school_usage_ranks_rooms_and_flags_never_and_over_used(server, school_d
     assert first["rooms"]["items"][0]["room_id"] == room["A102"]
 
 
+def test_school_usage_room_rows_equal_each_rooms_own_usage(server, school_day):
+    """The school report computes its room rows in one pass over the school's
+    room-hours; each must equal that room's own usage report, to the last digit,
+    over a school day and over a range with a weekend and days without data."""
+    day = school_day["day"]
+    for first, last in ((day, day), (day - timedelta(days=6), day + timedelta(days=2))):
+        params = {"from": first.isoformat(), "to": last.isoformat()}
+        s = server.get(f"/api/v1/schools/{school_day['school_id']}/usage", params=params)
+        assert s["rooms"]["total"] == 4
+        for row in s["rooms"]["items"]:
+            own = server.get(f"/api/v1/rooms/{row['room_id']}/usage", params=params)
+            for key in ("utilisation", "occupied_minutes", "occupied_hours", "available_minutes",
+                        "observed_minutes", "data_completeness", "scheduled_minutes", "scheduled_occupied_minutes",
+                        "scheduled_utilisation", "no_show_count", "unscheduled_minutes",
+                        "occupied_minutes_all_hours"):
+                assert row[key] == own[key], (row["code"], first, key)
+
+
+def test_minute_rules_follow_runs_across_hours_and_midnight():
+    """Unscheduled use joins occupied minutes across an hour and across midnight, and
+    leaves out booked minutes only on school days; a period's no-show reads its own
+    minutes whichever hours they fall in."""
+    from types import SimpleNamespace
+
+    from fleet_server.metrics.periods import MinuteMasks, Period, period_figures, unscheduled_use
+
+    def minutes(lo: int, hi: int) -> int:          # minutes [lo, hi) of an hour as a bitmap
+        return ((1 << (hi - lo)) - 1) << lo
+
+    def row(day: date, hour: int, occupied: int) -> SimpleNamespace:
+        return SimpleNamespace(date=day, hour=hour, observed_mask=minutes(0, 60), present_mask=occupied,
+                               occupied_mask=occupied)
+
+    monday = date(2026, 3, 2)
+    tuesday = monday + timedelta(days=1)
+    masks = MinuteMasks([row(monday, 23, minutes(55, 60)), row(tuesday, 0, minutes(0, 7)),
+                         row(tuesday, 8, minutes(40, 60)), row(tuesday, 9, minutes(0, 5)),
+                         row(tuesday, 10, minutes(0, 9))])
+    periods = [Period(1, "08:00", "08:45", "第1节"), Period(1, "09:30", "10:10", "第2节")]
+    tz = SHANGHAI
+    runs = unscheduled_use(masks, periods, [monday, tuesday], tz)
+    assert [(r["start"], r["minutes"]) for r in runs] == [
+        ("2026-03-02T23:55:00+08:00", 12),        # 23:55 Monday to 00:07 Tuesday
+        ("2026-03-03T08:45:00+08:00", 20)]        # after the booked 08:00-08:45, over 09:00
+    # Not a school day: the booked minutes count as unscheduled use too.
+    assert [r["minutes"] for r in unscheduled_use(masks, periods, [monday], tz)] == [12, 25]
+    f = period_figures(masks, periods, [monday, tuesday])
+    assert [(p["start"], p["occupied_minutes"], p["no_shows"]) for p in f["periods"]] == [
+        ("08:00", 5, 1), ("09:30", 9, 1)]
+    assert f["no_show_count"] == 2 and f["scheduled_minutes"] == 85 and f["scheduled_occupied_minutes"] == 14
+    assert masks.count(tuesday, 8 * 60 + 30, 9 * 60 + 30, 2) == 25
+
+
 def test_csv_exports_are_streamed_tables(server, school_day):
     day = school_day["day"]
     first = (day - timedelta(days=2)).isoformat()

@@ -2,7 +2,9 @@
 server certificate; a real Mosquitto serves MQTT over TLS with them; ingest connects
 with mqtts:// and the CA; a virtual node (the real firmware on the MicroPython unix
 port) verifies the broker with the CA from its config, and one with another school's
-CA is refused and says why; `campusfleet serve --tls-cert/--tls-key` serves HTTPS."""
+CA is refused and says why; `campusfleet serve --tls-cert/--tls-key` serves HTTPS. The
+broker tests run with the broker on 127.0.0.1 and again on ::1 (the certificate names
+both), and a broker on ::1 whose certificate does not name ::1 is refused."""
 from __future__ import annotations
 
 import ipaddress
@@ -29,8 +31,8 @@ from fleet_server.security import certs
 from fleet_server.settings import Settings
 from fleet_server.virtual_nodes import SHANGHAI
 from tests.conftest import new_device_id
-from tests.utils.mosquitto_tls import MosquittoOn
-from tests.utils.services import FleetServer, free_port, wait_until
+from tests.utils.mosquitto_tls import MosquittoOn, url_host
+from tests.utils.services import FleetServer, free_port, needs_ipv6, wait_until
 
 # mbedtls takes its TLS buffers from the unix port's GC heap (an ESP32 build takes
 # them from the IDF heap instead), so a TLS node gets more heap than DEFAULT_HEAP.
@@ -46,9 +48,11 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     return {"ca": ours.ca_cert, "cert": ours.server_cert, "key": ours.server_key, "other_ca": other.ca_cert}
 
 
-@pytest.fixture(scope="module")
-def tls_broker(pki, tmp_path_factory):
-    broker = MosquittoOn(tmp_path_factory.mktemp("mosquitto-tls"), host="127.0.0.1",
+@pytest.fixture(scope="module", params=[pytest.param("127.0.0.1", id="ipv4"),
+                                        pytest.param("::1", id="ipv6", marks=needs_ipv6)])
+def tls_broker(request, pki, tmp_path_factory):
+    """Mosquitto on TLS only, on 127.0.0.1 and (a second run of each test) on ::1."""
+    broker = MosquittoOn(tmp_path_factory.mktemp("mosquitto-tls"), host=request.param,
                          tls=(pki["ca"], pki["cert"], pki["key"])).start()
     yield broker
     broker.stop()
@@ -90,6 +94,20 @@ def test_certs_init_makes_a_ca_and_a_server_cert_with_dns_ipv4_and_ipv6_names(tm
     ctx.load_cert_chain(out / "server.pem", out / "server.key")
 
 
+def test_certs_init_by_default_names_localhost_and_both_loopback_addresses(tmp_path):
+    """Without --hosts the server certificate is good for a broker or server on
+    127.0.0.1 and on ::1 alike (both as iPAddress entries: clients match an address
+    only against those)."""
+    r = CliRunner().invoke(cli_app, ["certs", "init", "--dir", str(tmp_path / "c"), "--school", "S"])
+    assert r.exit_code == 0, r.output
+    srv = x509.load_pem_x509_certificate((tmp_path / "c" / "server.pem").read_bytes())
+    san = srv.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"),
+                                                       ipaddress.ip_address("::1")]
+    assert "localhost, 127.0.0.1, ::1" in r.output
+
+
 def test_certs_init_refuses_to_replace_an_existing_ca(tmp_path):
     out = tmp_path / "certs"
     runner = CliRunner()
@@ -129,21 +147,22 @@ def test_certs_server_without_a_ca_says_to_run_init(tmp_path):
 # --- MQTT over TLS --------------------------------------------------------------------
 
 def test_ingest_over_tls_stores_what_a_tls_node_sends(pki, tls_broker, make_node, tmp_path):
-    assert tls_broker.url.startswith("mqtts://127.0.0.1:")
+    assert tls_broker.url.startswith(f"mqtts://{url_host(tls_broker.host)}:")
     settings = Settings(db=f"sqlite:///{tmp_path}/fleet.db", mqtt=tls_broker.url, mqtt_ca_file=str(pki["ca"]),
                         ingest_client_id="ingest-tls")
-    srv = FleetServer(settings).start()   # fails unless ingest connects over TLS
+    srv = FleetServer(settings, host=tls_broker.host).start()   # fails unless ingest connects over TLS
     try:
         device_id = new_device_id()
         node = make_node(start=datetime.now(SHANGHAI) - timedelta(hours=1), speed=120, device_id=device_id,
                          heap=TLS_NODE_HEAP, files={"ca.pem": pki["ca"].read_bytes()},
-                         mqtt={"host": "127.0.0.1", "port": tls_broker.port, "tls": True, "ca": "ca.pem",
+                         mqtt={"host": tls_broker.host, "port": tls_broker.port, "tls": True, "ca": "ca.pem",
                                "user": device_id, "password": ""})
         dev = wait_until(lambda: (d := srv.device(device_id)) and d["windows_received"] >= 3 and d, 60,
                          what="windows from the TLS node")
         assert dev["online"] is True
         assert node.running(), (node.node_dir / "node.log").read_text()
         assert "cannot connect" not in (node.node_dir / "node.log").read_text()
+        assert f"New connection from {tls_broker.host}" in tls_broker.log.read_text()
     finally:
         srv.stop()
 
@@ -152,7 +171,7 @@ def test_node_with_another_schools_ca_is_refused_and_says_why(pki, tls_broker, m
     device_id = new_device_id()
     node = make_node(start=datetime.now(SHANGHAI) - timedelta(minutes=30), speed=60, device_id=device_id,
                      heap=TLS_NODE_HEAP, files={"ca.pem": pki["other_ca"].read_bytes()},
-                     mqtt={"host": "127.0.0.1", "port": tls_broker.port, "tls": True, "ca": "ca.pem",
+                     mqtt={"host": tls_broker.host, "port": tls_broker.port, "tls": True, "ca": "ca.pem",
                            "user": device_id, "password": ""})
     log = node.node_dir / "node.log"
     text = wait_until(lambda: log.exists() and "cannot connect" in (t := log.read_text()) and t, 30,
@@ -170,7 +189,7 @@ def test_node_with_a_missing_ca_file_reports_it(tls_broker, make_node):
     device_id = new_device_id()
     node = make_node(start=datetime.now(SHANGHAI) - timedelta(minutes=30), device_id=device_id,
                      heap=TLS_NODE_HEAP,
-                     mqtt={"host": "127.0.0.1", "port": tls_broker.port, "tls": True, "ca": "nope.pem",
+                     mqtt={"host": tls_broker.host, "port": tls_broker.port, "tls": True, "ca": "nope.pem",
                            "user": device_id, "password": ""})
     log = node.node_dir / "node.log"
     text = wait_until(lambda: log.exists() and "cannot connect" in (t := log.read_text()) and t, 30,
@@ -183,7 +202,7 @@ def test_ingest_refuses_a_broker_its_ca_did_not_sign(pki, tls_broker, tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/fleet.db")
     migrate(engine)
     stats = IngestStats()
-    ingest = MqttIngest(engine=engine, host="127.0.0.1", port=tls_broker.port, client_id="ingest-wrong-ca",
+    ingest = MqttIngest(engine=engine, host=tls_broker.host, port=tls_broker.port, client_id="ingest-wrong-ca",
                         stats=stats, tls_ca_file=str(pki["other_ca"]))
     ingest.start()
     try:
@@ -191,7 +210,10 @@ def test_ingest_refuses_a_broker_its_ca_did_not_sign(pki, tls_broker, tmp_path):
     finally:
         ingest.stop(2)
         engine.dispose()
-    # And the right CA, but a name the certificate does not carry, is refused too.
+    # And the right CA, but a name the certificate does not carry, is refused too (on ::1:
+    # test_a_broker_on_ipv6_whose_certificate_lacks_ipv6_is_refused).
+    if tls_broker.host != "127.0.0.1":
+        return
     stats = IngestStats()
     ingest = MqttIngest(engine=make_engine(f"sqlite:///{tmp_path}/fleet.db"), host="127.0.0.2",
                         port=tls_broker.port, client_id="ingest-wrong-name", stats=stats, tls_ca_file=str(pki["ca"]))
@@ -200,6 +222,45 @@ def test_ingest_refuses_a_broker_its_ca_did_not_sign(pki, tls_broker, tmp_path):
         assert not ingest.wait_connected(3)
     finally:
         ingest.stop(2)
+
+
+@needs_ipv6
+def test_a_broker_on_ipv6_whose_certificate_lacks_ipv6_is_refused(tmp_path, make_node):
+    """The address is checked, not only the CA: a certificate from the right CA naming
+    localhost and 127.0.0.1 but not ::1 is refused by ingest and by a node reaching the
+    broker at ::1 (the parametrized tests above pass with one that names ::1)."""
+    issued = certs.init(tmp_path / "pki", "No. 1 Middle School", ["localhost", "127.0.0.1"])
+    san = x509.load_pem_x509_certificate(issued.server_cert.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("::1") not in san.get_values_for_type(x509.IPAddress)
+    (tmp_path / "broker").mkdir()
+    broker = MosquittoOn(tmp_path / "broker", host="::1",
+                         tls=(issued.ca_cert, issued.server_cert, issued.server_key)).start()
+    engine = make_engine(f"sqlite:///{tmp_path}/fleet.db")
+    migrate(engine)
+    ingest = MqttIngest(engine=engine, host="::1", port=broker.port, client_id="ingest-no-v6-name",
+                        stats=IngestStats(), tls_ca_file=str(issued.ca_cert))
+    try:
+        ingest.start()
+        try:
+            assert not ingest.wait_connected(3)
+        finally:
+            ingest.stop(2)
+        device_id = new_device_id()
+        node = make_node(start=datetime.now(SHANGHAI) - timedelta(minutes=30), speed=60, device_id=device_id,
+                         heap=TLS_NODE_HEAP, files={"ca.pem": issued.ca_cert.read_bytes()},
+                         mqtt={"host": "::1", "port": broker.port, "tls": True, "ca": "ca.pem",
+                               "user": device_id, "password": ""})
+        log = node.node_dir / "node.log"
+        text = wait_until(lambda: log.exists() and "cannot connect" in (t := log.read_text()) and t, 30,
+                          what="the node's log line about the refused broker")
+        # Mbed TLS: "The certificate Common Name (CN) does not match with the expected CN"
+        # (its wording for any name mismatch, subjectAltName included).
+        assert "TLS: server certificate refused" in text and "does not match" in text, text
+        assert node.running(), log.read_text()
+    finally:
+        broker.stop()
+        engine.dispose()
 
 
 # --- HTTPS ------------------------------------------------------------------------------

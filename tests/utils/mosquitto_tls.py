@@ -1,18 +1,17 @@
 """Mosquitto variants for the TLS and IPv6 tests: the same real broker as
 tests/utils/services.Mosquitto, with a TLS listener (certificates made by
 `fleet_server.security.certs`, the code behind `campusfleet certs init`) and/or on an
-IPv6 address such as ::1."""
+IPv6 address such as ::1; and the dynamic-security broker of the identity tests on
+such an address."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from tests.utils.services import Mosquitto, free_port
+from tests.utils.mosquitto_dynsec import MosquittoDynsec
+from tests.utils.services import Mosquitto, free_port, url_host
 
-
-def url_host(host: str) -> str:
-    """An address as it goes into a URL: IPv6 in brackets."""
-    return f"[{host}]" if ":" in host else host
+__all__ = ["MosquittoOn", "MosquittoDynsecOn", "url_host"]
 
 
 class MosquittoOn(Mosquitto):
@@ -21,8 +20,7 @@ class MosquittoOn(Mosquitto):
 
     def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None,
                  tls: tuple[Path, Path, Path] | None = None) -> None:
-        super().__init__(workdir, port)
-        self.host = host
+        super().__init__(workdir, port, host=host)
         self.port = port or free_port(host)
         self.tls = tls
         as_root = "user root\n" if os.geteuid() == 0 else ""
@@ -38,3 +36,13 @@ class MosquittoOn(Mosquitto):
     @property
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{url_host(self.host)}:{self.port}"
+
+
+class MosquittoDynsecOn(MosquittoDynsec):
+    """tests/utils/mosquitto_dynsec.MosquittoDynsec (no anonymous clients, dynamic
+    security) listening on `host`, e.g. '::1': `listener PORT ::1` in its config."""
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
+        self.default_host = host        # read by Mosquitto.__init__, before the config is written
+        super().__init__(workdir)
+        assert self.host == host and f"listener {self.port} {host}\n" in self.conf.read_text()

@@ -31,6 +31,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can listen on ::1 (a container may have no IPv6 at all)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+# For a test (or a parameter) that needs ::1: skipped, and says why, on a machine without it.
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(),
+                                reason="this machine has no IPv6 loopback (::1): `ip -6 addr show lo` shows none")
+
+
+def url_host(host: str) -> str:
+    """An address as it goes into a URL: IPv6 in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.1,
                what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout_s
@@ -52,12 +72,16 @@ def mosquitto_binary() -> str:
 
 
 class Mosquitto:
-    """A real Mosquitto on a free loopback port; stop() / start() for fault tests."""
+    """A real Mosquitto on a free loopback port; stop() / start() for fault tests.
+    `host` (default `default_host`, 127.0.0.1) is the address it listens on, e.g. "::1"."""
 
-    def __init__(self, workdir: Path, port: int | None = None, persistent: bool = False) -> None:
+    default_host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, port: int | None = None, persistent: bool = False,
+                 host: str | None = None) -> None:
         self.workdir = workdir
-        self.host = "127.0.0.1"
-        self.port = port or free_port()
+        self.host = host or self.default_host
+        self.port = port or free_port(self.host)
         self.proc: subprocess.Popen | None = None
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
@@ -80,7 +104,7 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"mqtt://{url_host(self.host)}:{self.port}"
 
     def start(self) -> Mosquitto:
         log = open(self.log, "ab")
@@ -121,7 +145,7 @@ class FleetServer:
         self.settings = settings
         self.app = create_app(settings)
         self.port = free_port(host)
-        self.base_url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        self.base_url = f"http://{url_host(host)}:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=self.port,
                                                      log_level="warning", lifespan="on"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
