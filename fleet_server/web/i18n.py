@@ -164,6 +164,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "rssi": ("RSSI", "信号"),
     "heap": ("Free heap", "空闲内存"),
     "firmware": ("Firmware", "固件"),
+    "firmware_spread": ("Firmware versions", "固件版本分布"),
+    "firmware_spread_tip": ("devices per firmware version from their latest status (none: never sent one), "
+                            "most common first, as GET /api/v1/devices/firmware gives it",
+                            "按各设备最近一次状态上报的固件版本统计设备数（无：从未上报），按数量从多到少，"
+                            "与 GET /api/v1/devices/firmware 一致"),
+    "share": ("Share", "占比"),
     "sensors": ("Sensors", "传感器"),
     "last_seen": ("Last seen", "最近消息"),
     "unassigned": ("Unassigned devices", "未分配设备"),

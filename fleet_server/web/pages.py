@@ -87,7 +87,8 @@ def home(request: Request, conn: ConnDep, principal: PrincipalDep) -> HTMLRespon
     total, items = scoped.list_devices(conn, principal, limit=1000, offset=0)
     return page(request, "home.html", {
         "schools": schools, "devices_total": total, "devices_online": sum(1 for d in items if d["online"]),
-        "devices_unassigned": len(views_fleet.unassigned_ids(conn)), "province": PROVINCE})
+        "devices_unassigned": device_svc.list_devices(conn, limit=0, offset=0, assigned=False)[0],
+        "province": PROVINCE})
 
 
 @router.get("/schools/{school_id}", response_class=HTMLResponse)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from fleet_server.db.schema import devices
 from fleet_server.registry import service as registry
 from fleet_server.api.routes.metrics import _today
 from fleet_server.services import devices as device_svc
@@ -17,12 +16,6 @@ from fleet_server.services import devices_health as health_svc
 PAGE = 200
 UNASSIGNED_SHOWN = 200
 SCHOOLS_IN_PICKER = 1000
-
-
-def unassigned_ids(conn: Connection, limit: int = UNASSIGNED_SHOWN) -> list[str]:
-    # Seam: the device filters being added to the devices API (assigned=false) replace this.
-    return list(conn.execute(select(devices.c.device_id).where(devices.c.room_id.is_(None))
-                             .order_by(devices.c.device_id).limit(limit)).scalars())
 
 
 def fleet_page(conn: Connection, *, offset: int, school_id: int | None = None, region: int | None = None,
@@ -35,15 +28,18 @@ def fleet_page(conn: Connection, *, offset: int, school_id: int | None = None, r
     for d in items:
         c = health_svc.completeness(conn, d["device_id"], today, today, now_s=now_s)
         d["completeness"] = None if c is None else c["share"]
-    unassigned = ([d for d in (device_svc.get_device(conn, i) for i in unassigned_ids(conn)) if d]
+    # The devices API's own filter (GET /api/v1/devices?assigned=false), one query.
+    unassigned = (device_svc.list_devices(conn, limit=UNASSIGNED_SHOWN, offset=0, assigned=False)[1]
                   if show_unassigned else [])
+    # Firmware spread over the devices this user sees (GET /api/v1/devices/firmware).
+    spread = health_svc.firmware_spread(conn, region=region, school_id=school_id, now_s=now_s)
     rooms: dict[int, dict] = {}
     for d in items:
         if d["room_id"] is not None and d["room_id"] not in rooms:
             a = registry.current_assignment(conn, d["device_id"])
             rooms[d["room_id"]] = a
     return {"total": total, "items": items, "offset": offset, "page": PAGE, "unassigned": unassigned,
-            "today": today,
+            "today": today, "firmware": spread["versions"],
             "rooms": rooms, "online": sum(1 for d in items if d["online"])}
 
 

@@ -378,6 +378,11 @@ def test_fleet_page_lists_campaigns_and_the_campaign_page_shows_the_api_figures(
         "waves": [50, 100]}).json()
     fleet = server.http.get("/fleet", params={"lang": "zh-CN"}).text
     assert f'data-figure="campaign.{c["id"]}.state" data-value="running"' in fleet and "固件升级任务" in fleet
+    # The firmware spread beside it is the devices API's.
+    spread = server.get("/api/v1/devices/firmware")["versions"]
+    assert spread and spread[0]["fw"] == "0.2.0" and spread[0]["devices"] == 4
+    for v in spread:
+        assert f'data-figure="fw.{v["fw"] or "none"}.devices" data-value="{v["devices"]}"' in fleet
     wait_until(lambda: server.get(f"/api/v1/firmware/campaigns/{c['id']}")["by_state"]["sent"] == 2, 20, 0.2,
                "the first wave sent")
     html = server.http.get(f"/fleet/campaigns/{c['id']}", params={"lang": "en"}).text
