@@ -15,7 +15,7 @@ import pytest
 from fleet_server.settings import Settings
 from tests.e2e.test_ota import (FACTORY_FW, OTA_HEAP, release_key, releases, start_time,  # noqa: F401 (fixtures)
                                 upload)
-from tests.utils.services import FleetServer, Recorder, wait_until
+from tests.utils.services import FleetServer, Recorder, has_ipv6_loopback, wait_until
 
 STAGES = ["sent", "downloading", "verified", "installed", "confirmed"]
 
@@ -138,9 +138,8 @@ def test_a_release_that_crashes_at_boot_halts_the_campaign_after_the_first_wave(
 def test_a_campaign_over_ipv6_only(tmp_path, tmp_path_factory, make_node, release_key, releases):  # noqa: F811
     """Everything on ::1: the broker, the server (HTTP and ingest), the node's MQTT link
     and its HTTP range downloads of the release."""
-    from tests.fleet_server.test_ipv6 import _has_ipv6_loopback
     from tests.utils.mosquitto_tls import MosquittoOn
-    if not _has_ipv6_loopback():
+    if not has_ipv6_loopback():
         pytest.fail("this machine has no IPv6 loopback (::1): `ip -6 addr show lo` shows none")
     broker = MosquittoOn(tmp_path_factory.mktemp("mosquitto-v6"), host="::1").start()
     srv = FleetServer(Settings(db=f"sqlite:///{tmp_path}/fleet.db", mqtt=broker.url,

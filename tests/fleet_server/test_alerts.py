@@ -22,9 +22,8 @@ from fleet_server.db.schema import metadata
 from fleet_server.ingest.store import Received, store_batch
 from fleet_server.protocol import Status, Window
 from fleet_server.registry import service as registry
-from fleet_server.registry.importer import import_csv
 from fleet_server.virtual_nodes import SHANGHAI
-from tests.utils.databases import migrated_engine
+from tests.utils.databases import load_registry, migrated_engine
 from tests.utils.services import wait_until
 
 MON = date(2026, 3, 2)                  # a Monday; Wednesday 2026-03-04 is a holiday below
@@ -51,13 +50,8 @@ def iso(day: date, hh: int, mm: int) -> str:
     return f"{day.isoformat()}T{hh:02d}:{mm:02d}:00+08:00"
 
 
-def load_registry(engine) -> dict[str, int]:
-    with engine.begin() as conn:
-        registry.load_regions(conn)
-    for kind, csv_text in (("schools", SCHOOLS), ("rooms", ROOMS), ("calendar", CALENDAR)):
-        with engine.connect() as conn:
-            assert import_csv(conn, kind, csv_text).errors == []
-            conn.commit()
+def load_rooms(engine) -> dict[str, int]:
+    load_registry(engine, ("schools", SCHOOLS), ("rooms", ROOMS), ("calendar", CALENDAR))
     with engine.connect() as conn:
         return {r.code: r.id for r in conn.execute(select(rooms.c.code, rooms.c.id))}
 
@@ -65,7 +59,7 @@ def load_registry(engine) -> dict[str, int]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path):
     with migrated_engine(request, tmp_path, "alerts") as eng:
-        eng.room = load_registry(eng)
+        eng.room = load_rooms(eng)
         yield eng
 
 

@@ -21,8 +21,7 @@ from fleet_server.db.schema import commands
 from fleet_server.ingest.store import Received, store_batch
 from fleet_server.protocol import Ack, Rejected, Status, decode
 from fleet_server.registry import service as registry
-from fleet_server.registry.importer import import_csv
-from tests.utils.databases import migrated_engine
+from tests.utils.databases import load_registry, migrated_engine
 from tests.utils.services import Recorder, wait_until
 
 T0 = 1_790_000_000.0
@@ -38,12 +37,7 @@ DEVICES = [f"cf-0000000c{i:04x}" for i in range(20)]
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path):
     with migrated_engine(request, tmp_path, "campaigns") as eng:
-        with eng.begin() as conn:
-            registry.load_regions(conn)
-        for kind, text in (("schools", SCHOOLS), ("rooms", ROOMS)):
-            with eng.connect() as conn:
-                assert import_csv(conn, kind, text).errors == []
-                conn.commit()
+        load_registry(eng, ("schools", SCHOOLS), ("rooms", ROOMS))
         with eng.begin() as conn:
             room_ids = dict(conn.execute(select(registry.rooms.c.code, registry.rooms.c.id)).all())
             for i, dev in enumerate(DEVICES):

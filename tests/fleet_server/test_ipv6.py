@@ -33,9 +33,8 @@ from tests.conftest import new_device_id
 from tests.fleet_server import test_access_matrix as matrix
 from tests.fleet_server import test_fuzz_server as fuzz
 from tests.utils.mosquitto_tls import MosquittoOn
-from tests.utils.services import FleetServer, clear_retained, free_port, has_ipv6_loopback, needs_ipv6, wait_until
+from tests.utils.services import FleetServer, clear_retained, free_port, needs_ipv6, wait_until
 
-_has_ipv6_loopback = has_ipv6_loopback      # the name tests/e2e/test_ota_campaign.py imports
 pytestmark = needs_ipv6
 
 

@@ -5,7 +5,6 @@ a minute per address), and costs no password hash and no lockout count. An IPv6 
 counts by its /64. Tested on a running server (SQLite and PostgreSQL), and over ::1."""
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from fleet_server.auth.throttle import AUDIT_EVERY_S, LoginThrottle, address_key
 from fleet_server.db.auth_schema import users
 from fleet_server.settings import Settings
 from tests.utils.postgres import Postgres
-from tests.utils.services import FleetServer
+from tests.utils.services import FleetServer, needs_ipv6
 
 PASSWORD = "a-long-enough-password"
 BURST = 4
@@ -125,17 +124,7 @@ def test_password_spraying_from_one_address_is_throttled_on_api_and_page(throttl
     assert actions == ["login.failure", "login.throttled", "login.success"]
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(),
-                    reason="this machine has no IPv6 loopback (::1): `ip -6 addr show lo` shows none")
+@needs_ipv6
 def test_an_ipv6_client_is_throttled_and_audited_by_its_address(mosquitto, tmp_path):
     srv = FleetServer(Settings(db=f"sqlite:///{tmp_path}/fleet.db", mqtt=mosquitto.url, ingest=False,
                                  login_address_burst=2, login_address_per_min=1, login_ipv6_prefix=64,

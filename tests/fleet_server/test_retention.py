@@ -20,9 +20,8 @@ from fleet_server.metrics.retention import DAY_S, RetentionJob, prune
 from fleet_server.metrics.rollup import pending, rebuild_rollups, run_rollups
 from fleet_server.protocol import Event, Status, Window
 from fleet_server.registry import service as registry
-from fleet_server.registry.importer import import_csv
 from fleet_server.settings import Settings
-from tests.utils.databases import database_url
+from tests.utils.databases import database_url, load_registry
 from tests.utils.services import wait_until
 
 SCHOOLS = "code,name,county_code,stage,day_start,day_end,weekdays\nT1,西湖区保留小学,330106,primary,07:30,17:30,12345\n"
@@ -51,12 +50,7 @@ def engine(db_url):
     """Windows, events and statuses 450 and 10 days old; DEV's rolled up, PARKED's parked."""
     eng = make_engine(db_url)
     migrate(eng)
-    with eng.begin() as conn:
-        registry.load_regions(conn)
-    for kind, text in (("schools", SCHOOLS), ("rooms", ROOMS)):
-        with eng.connect() as conn:
-            assert import_csv(conn, kind, text).errors == []
-            conn.commit()
+    load_registry(eng, ("schools", SCHOOLS), ("rooms", ROOMS))
     with eng.connect() as conn:
         room = conn.execute(select(rooms.c.id)).scalar_one()
     with eng.begin() as conn:

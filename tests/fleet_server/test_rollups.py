@@ -25,7 +25,7 @@ from fleet_server.metrics.rollup import (
 from fleet_server.protocol import Window
 from fleet_server.registry import service as registry
 from fleet_server.registry.importer import import_csv
-from tests.utils.databases import migrated_engine
+from tests.utils.databases import load_registry, migrated_engine
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 3, 2)          # a Monday
@@ -46,12 +46,7 @@ def at(hh: int, mm: int, day: date = DAY) -> int:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path):
     with migrated_engine(request, tmp_path, "rollup") as eng:
-        with eng.begin() as conn:
-            registry.load_regions(conn)
-        for kind, csv_text in (("schools", SCHOOLS), ("rooms", ROOMS)):
-            with eng.connect() as conn:
-                assert import_csv(conn, kind, csv_text).errors == []
-                conn.commit()
+        load_registry(eng, ("schools", SCHOOLS), ("rooms", ROOMS))
         yield eng
 
 

@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import Engine
 
 from fleet_server.db.engine import make_engine, migrate
+from fleet_server.registry import service as registry
+from fleet_server.registry.importer import import_csv
 
 
 @contextmanager
@@ -38,3 +40,14 @@ def migrated_engine(request: pytest.FixtureRequest, tmp_path: Path, name: str) -
             yield eng
         finally:
             eng.dispose()
+
+
+def load_registry(eng: Engine, *csv_files: tuple[str, str]) -> None:
+    """The GB/T 2260 regions, then each (kind, CSV text) through the real importer,
+    committed; a row error fails the test."""
+    with eng.begin() as conn:
+        registry.load_regions(conn)
+    for kind, text in csv_files:
+        with eng.connect() as conn:
+            assert import_csv(conn, kind, text).errors == []
+            conn.commit()
