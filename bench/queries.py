@@ -36,6 +36,7 @@ from bench.pg_cluster import KeptPostgres  # noqa: E402
 from tests.utils.services import free_port, wait_until  # noqa: E402
 
 TARGET_P95_MS = 150.0
+PAGE_P95_MS = 300.0
 BUDGET_MS, MIN_REQUESTS = 15_000.0, 3        # per endpoint: stop timing after 15 s once it has 3
 DOC_SECTION = "## Queries on the province dataset"
 
@@ -81,20 +82,26 @@ WEEK_RANGE = {"from": "2026-04-13", "to": "2026-04-19"}
 CITY, COUNTY = 330100, 330106                                      # 杭州市, 西湖区
 
 
-def endpoints(targets: dict) -> list[tuple[str, str, dict, bool]]:
-    """(name, path, query, held to the 150 ms target)."""
-    out = [("health (baseline)", "/api/v1/health", {}, False)]
+def endpoints(targets: dict) -> list[tuple[str, str, dict, float | None]]:
+    """(name, path, query, the p95 target in ms if it has one): issue 4's 150 ms for the
+    coverage and school reports, issue 5's 300 ms for the province page (server time)."""
+    out: list[tuple[str, str, dict, float | None]] = [("health (baseline)", "/api/v1/health", {}, None)]
     for label, code in (("province", 330000), ("city", CITY), ("county", COUNTY)):
-        out.append((f"coverage {label}, date", "/api/v1/coverage", {"region": code, "date": DAY}, True))
-        out.append((f"coverage {label}, week", "/api/v1/coverage", {"region": code, "week": WEEK}, True))
+        out.append((f"coverage {label}, date", "/api/v1/coverage", {"region": code, "date": DAY}, TARGET_P95_MS))
+        out.append((f"coverage {label}, week", "/api/v1/coverage", {"region": code, "week": WEEK}, TARGET_P95_MS))
     for label, code in (("province", 330000), ("city", CITY), ("county", COUNTY)):
         out.append((f"trend {label}, 12 weeks", "/api/v1/coverage/trend",
-                    {"region": code, "week": TREND_WEEK, "weeks": 12}, False))
+                    {"region": code, "week": TREND_WEEK, "weeks": 12}, None))
     for key in ("school_mid", "school_big"):
         out.append((f"school usage, {targets[key + '_rooms']} rooms, week", f"/api/v1/schools/{targets[key]}/usage",
-                    WEEK_RANGE, True))
-    out.append(("room usage, week", f"/api/v1/rooms/{targets['room']}/usage", WEEK_RANGE, False))
-    out.append(("room environment, week", f"/api/v1/rooms/{targets['room']}/environment", WEEK_RANGE, False))
+                    WEEK_RANGE, TARGET_P95_MS))
+    out.append(("room usage, week", f"/api/v1/rooms/{targets['room']}/usage", WEEK_RANGE, None))
+    out.append(("room environment, week", f"/api/v1/rooms/{targets['room']}/environment", WEEK_RANGE, None))
+    # The dashboards on the same data: coverage, the 12-week trend, the ranked child
+    # regions and the uncovered schools on one page, zh-CN.
+    out.append(("province page, week (HTML)", "/regions/330000", {"week": WEEK}, PAGE_P95_MS))
+    out.append(("province page, date (HTML)", "/regions/330000", {"date": DAY}, PAGE_P95_MS))
+    out.append(("city page, week (HTML)", f"/regions/{CITY}", {"week": WEEK}, PAGE_P95_MS))
     return out
 
 
@@ -109,7 +116,8 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "fleet_server.app:create_app", "--factory",
                                       "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
                                      cwd=ROOT, env=env)
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120,
+                                 headers={"Accept-Language": "zh-CN,zh;q=0.9"})     # the pages in Chinese
 
         def up() -> bool:
             if self.proc.poll() is not None:
@@ -158,12 +166,12 @@ def timed(server: Server, eps: list, n: int, warmup: int) -> dict[str, list[floa
 
 def table(eps: list, times: dict[str, list[float]]) -> list[str]:
     base = statistics.median(times[eps[0][0]])
-    lines = ["| endpoint | requests | p50 ms | p95 ms | max ms | p50 / health | target p95 < 150 ms |",
+    lines = ["| endpoint | requests | p50 ms | p95 ms | max ms | p50 / health | target p95 |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for name, _path, _params, held in eps:
+    for name, _path, _params, target in eps:
         t = times[name]
         p50, p95 = statistics.median(t), percentile(t, 0.95)
-        verdict = ("met" if p95 < TARGET_P95_MS else "**missed**") if held else ""
+        verdict = (f"< {target:.0f} ms: " + ("met" if p95 < target else "**missed**")) if target else ""
         lines.append(f"| {name} | {len(t)} | {p50:.1f} | {p95:.1f} | {max(t):.1f} | {p50 / base:.0f}x | {verdict} |")
     return lines
 
@@ -244,6 +252,24 @@ def doc_body(lines: list[str], note: str, sizes: dict, targets: dict,
     ])
 
 
+def keep_coverage(url: str) -> float:
+    """Bring the kept coverage days up to date, as the server's rollup job does in the
+    background (fleet_server/metrics/coverage_kept.py), so the run times reports over a
+    kept province; the seconds it took (minutes the first time, ~0 later)."""
+    from fleet_server.db.engine import make_engine, migrate
+    from fleet_server.metrics.coverage_kept import keep_coverage as keep
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        t0 = time.monotonic()
+        n = keep(engine)
+        took = time.monotonic() - t0
+    finally:
+        engine.dispose()
+    print(f"coverage kept for {n} schools in {took:.1f} s", flush=True)
+    return took
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=50)
@@ -261,6 +287,7 @@ def main() -> None:
     print("dataset:", province_data.sizes(url), flush=True)
     if args.build_only:
         return
+    keep_s = keep_coverage(url)
     targets = province_data.targets_of(url)
     eps = endpoints(targets)
     if args.only:

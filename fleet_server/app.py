@@ -3,6 +3,7 @@ time; the lifespan opens the database, runs migrations, starts the embedded brok
 (if configured), the ingest and the rollup job, and stops them in reverse order."""
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -85,6 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rollup = rollup
         app.state.alerts = alert_job
         app.state.campaigns = campaigns
+        # What startup made (modules, the schema, routes, templates, the jobs) lives as long
+        # as the server: moved out of the garbage collector's view, so a full collection
+        # during a request walks only what requests made. Measured on the province coverage
+        # report: without it one request in ~20 took 80 ms longer (bench/queries.py).
+        gc.freeze()
         try:
             yield
         finally:

@@ -155,3 +155,56 @@ DROP_TRIGGER_DDL = {
     "postgresql": [f"DROP TRIGGER IF EXISTS {QUEUE_TRIGGER} ON windows",
                    f"DROP FUNCTION IF EXISTS {QUEUE_FUNCTION}()"],
 }
+
+# Smart-campus coverage judged per school and school day at the default policy (DOMAIN.md;
+# fleet_server/metrics/coverage_kept.py), so a province's coverage for a day, a week or
+# twelve weeks is one grouped read (migration 0013). `coverage_day`: a row for every school
+# day in a school's kept range, with its counts and its judgment; `coverage_week`: per ISO
+# week (its Monday), the days summed in date order; `coverage_new_style`: the live
+# new-style teaching spaces per day (the weeks' counts are made from it); `coverage_kept`:
+# the range [kept_from, kept_to] a school's rows are complete for. A registry change drops
+# a school's rows and range (the keeper counts them again); the rollup job counts again
+# the school-days it adds to.
+NEW_STYLE_DAYS = range(1, 8)     # coverage_week.live_ns_<k>: spaces live on >= k school days
+coverage_day = Table(
+    "coverage_day", metadata,
+    Column("date", Date, nullable=False),
+    Column("school_id", Integer, nullable=False),
+    Column("spaces", Integer, nullable=False),       # teaching spaces
+    Column("instrumented", Integer, nullable=False),
+    Column("live", Integer, nullable=False),
+    Column("offline", Integer, nullable=False),
+    Column("inst_share", Float, nullable=False),     # instrumented / spaces (0 without spaces)
+    Column("live_share", Float, nullable=False),     # live / instrumented (0 without any)
+    Column("reason", SmallInteger, nullable=False),  # 0: covered, else 1 + its index in coverage.REASONS
+    Column("live_new_style", Integer, nullable=False),
+    PrimaryKeyConstraint("date", "school_id", name="pk_coverage_day"),
+    Index("ix_coverage_day_school", "school_id", "date"),
+)
+coverage_week = Table(
+    "coverage_week", metadata,
+    Column("monday", Date, nullable=False),
+    Column("school_id", Integer, nullable=False),
+    Column("spaces", Integer, nullable=False),
+    Column("days", Integer, nullable=False),         # school days of the week
+    Column("covered_days", Integer, nullable=False),
+    Column("inst_share_sum", Float, nullable=False),
+    Column("live_share_sum", Float, nullable=False),
+    *(Column(f"reason_{i}_days", Integer, nullable=False) for i in (1, 2, 3)),
+    *(Column(f"live_ns_{k}", Integer, nullable=False) for k in NEW_STYLE_DAYS),
+    PrimaryKeyConstraint("monday", "school_id", name="pk_coverage_week"),
+    Index("ix_coverage_week_school", "school_id", "monday"),
+)
+coverage_new_style = Table(
+    "coverage_new_style", metadata,
+    Column("date", Date, nullable=False),
+    Column("school_id", Integer, nullable=False),
+    Column("room_id", Integer, nullable=False),
+    PrimaryKeyConstraint("school_id", "date", "room_id", name="pk_coverage_new_style"),
+)
+coverage_kept = Table(
+    "coverage_kept", metadata,
+    Column("school_id", Integer, primary_key=True, autoincrement=False),
+    Column("kept_from", Date, nullable=False),
+    Column("kept_to", Date, nullable=False),
+)

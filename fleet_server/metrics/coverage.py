@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from fleet_server.db.registry_schema import regions, schools
+from fleet_server.metrics import coverage_read
 from fleet_server.metrics import definitions as d
-from fleet_server.metrics.coverage_counts import DayCounts, Judged, day_counts, judge_in_db
+from fleet_server.metrics.coverage_counts import DayCounts, day_counts
+from fleet_server.metrics.coverage_in_db import Judged, judge_in_db
 
 REASONS = ("not_enough_rooms_instrumented", "nodes_offline", "data_gaps")
 
@@ -30,7 +32,11 @@ class SchoolCoverage:
     covered_days: int = 0
     covered: bool = False
     reasons: dict[str, int] = field(default_factory=dict)     # reason -> uncovered days
-    shares: list[tuple[float, float]] = field(default_factory=list)   # (instrumented, live) per school day
+    # Instrumented and live shares summed over the school days, in date order (the kept
+    # weeks sum them in the same order, so both give the same floats).
+    share_days: int = 0
+    inst_share_sum: float = 0.0
+    live_share_sum: float = 0.0
     live_new_style: int = 0
 
     def reason(self) -> str | None:
@@ -85,7 +91,7 @@ def _days_short(s: SchoolCoverage, policy: d.CoveragePolicy) -> int:
 def _evaluate(conn: Connection, school_rows: list[Any], first: date, last: date, policy: d.CoveragePolicy,
               week: bool, *, full: bool = False) -> list[SchoolCoverage]:
     """Every school judged: on PostgreSQL those with nothing to judge room by room inside
-    the database (coverage_counts.judge_in_db), the rest here. full: shares and reasons
+    the database (coverage_in_db.judge_in_db), the rest here. full: shares and reasons
     of covered schools too (the CSV has them; the report lists uncovered schools only)."""
     counts = day_counts(conn, school_rows, first, last, policy, in_db=True)
     judged = judge_in_db(conn, counts, policy, week, full=full) if counts.in_db else {}
@@ -100,18 +106,28 @@ def _evaluate(conn: Connection, school_rows: list[Any], first: date, last: date,
     return out
 
 
+def judge_day(spaces: int, n_inst: int, n_live: int, n_offline: int, policy: d.CoveragePolicy
+              ) -> tuple[float, float, str | None]:
+    """One school day: (instrumented share, live share, why not covered; None: covered)."""
+    inst_share = n_inst / spaces if spaces else 0.0
+    live_share = n_live / n_inst if n_inst else 0.0
+    if inst_share >= policy.instrumented_share_min and live_share >= policy.live_share_min:
+        return inst_share, live_share, None
+    if inst_share < policy.instrumented_share_min:
+        return inst_share, live_share, "not_enough_rooms_instrumented"
+    failing = n_inst - n_live
+    return inst_share, live_share, "nodes_offline" if 2 * n_offline >= failing else "data_gaps"
+
+
 def _judge_days(sc: SchoolCoverage, spaces: int, per_day, policy: d.CoveragePolicy) -> None:
     for n_inst, n_live, n_offline in per_day:
-        inst_share = n_inst / spaces if spaces else 0.0
-        live_share = n_live / n_inst if n_inst else 0.0
-        sc.shares.append((inst_share, live_share))
-        if inst_share >= policy.instrumented_share_min and live_share >= policy.live_share_min:
+        inst_share, live_share, reason = judge_day(spaces, n_inst, n_live, n_offline, policy)
+        sc.share_days += 1
+        sc.inst_share_sum += inst_share
+        sc.live_share_sum += live_share
+        if reason is None:
             sc.covered_days += 1
-        elif inst_share < policy.instrumented_share_min:
-            sc.reasons["not_enough_rooms_instrumented"] = sc.reasons.get("not_enough_rooms_instrumented", 0) + 1
         else:
-            failing = n_inst - n_live
-            reason = "nodes_offline" if 2 * n_offline >= failing else "data_gaps"
             sc.reasons[reason] = sc.reasons.get(reason, 0) + 1
 
 
@@ -149,11 +165,6 @@ def judge(s: Any, counts: DayCounts, days: list[date], policy: d.CoveragePolicy,
     return sc
 
 
-def _summary(items: list[SchoolCoverage], policy: d.CoveragePolicy) -> dict[str, Any]:
-    counted = [s for s in items if s.school_days]
-    return summary_of(len(items), len(counted), sum(1 for s in counted if s.covered), policy)
-
-
 def summary_of(n_schools: int, total: int, covered: int, policy: d.CoveragePolicy) -> dict[str, Any]:
     """The summary of `n_schools` schools, `total` of them with a school day in the period."""
     need = math.ceil(policy.goal * total - 1e-9)
@@ -163,20 +174,85 @@ def summary_of(n_schools: int, total: int, covered: int, policy: d.CoveragePolic
 
 
 def _closeness(s: SchoolCoverage, policy: d.CoveragePolicy) -> float:
-    inst = sum(x[0] for x in s.shares) / len(s.shares)
-    live = sum(x[1] for x in s.shares) / len(s.shares)
+    inst = s.inst_share_sum / s.share_days
+    live = s.live_share_sum / s.share_days
     return max(0.0, policy.instrumented_share_min - inst) + max(0.0, policy.live_share_min - live)
 
 
 def _school_item(s: SchoolCoverage, child: int | None, policy: d.CoveragePolicy) -> dict[str, Any]:
-    n = len(s.shares)
+    n = s.share_days
     return {"school_id": s.id, "code": s.code, "name": s.name, "county_code": s.county_code, "child_code": child,
             "teaching_spaces": s.teaching_spaces, "school_days": s.school_days, "covered_days": s.covered_days,
             "covered": s.covered, "reason": s.reason(),
             "reason_days": {k: v for k, v in s.reasons.items() if v},
-            "instrumented_share": round(sum(x[0] for x in s.shares) / n, 4) if n else None,
-            "live_share": round(sum(x[1] for x in s.shares) / n, 4) if n else None,
+            "instrumented_share": round(s.inst_share_sum / n, 4) if n else None,
+            "live_share": round(s.live_share_sum / n, 4) if n else None,
             "shortfall": round(_closeness(s, policy), 4) if n else None}
+
+
+def _kept_school(k: coverage_read.KeptSchool, policy: d.CoveragePolicy, week: bool) -> SchoolCoverage:
+    """An uncovered school from its kept rows (coverage_read), as judge() gives it."""
+    sc = SchoolCoverage(k.id, k.code, k.name, k.county_code, teaching_spaces=k.spaces, school_days=k.days,
+                        covered_days=k.covered_days, share_days=k.days, inst_share_sum=k.inst_share_sum,
+                        live_share_sum=k.live_share_sum)
+    sc.reasons = {r: n for r, n in zip(REASONS, k.reason_days) if n}
+    required = min(policy.week_min_days, k.days) if week else k.days
+    sc.covered = sc.covered_days >= required
+    return sc
+
+
+def _schools_by_id(conn: Connection, ids: list[int]) -> list[SchoolRow]:
+    s = schools.c
+    out: list[SchoolRow] = []
+    for i in range(0, len(ids), 500):
+        out += [SchoolRow(*r) for r in conn.execute(
+            select(s.id, s.code, s.name, s.county_code, s.timezone, s.day_start, s.day_end, s.weekdays_mask)
+            .where(s.id.in_(ids[i:i + 500])))]
+    return sorted(out, key=lambda r: r.code)
+
+
+def _tally(conn: Connection, counties: list[int]) -> dict[int, list[int]]:
+    """county -> [schools, schools with a school day in the period, covered], the first
+    filled in: every school of the county."""
+    s = schools.c
+    return {county: [n, 0, 0] for county, n in conn.execute(
+        select(s.county_code, func.count()).where(s.county_code.in_(counties)).group_by(s.county_code))}
+
+
+def _judged_region(conn: Connection, county_child: dict[int, int | None], first: date, last: date,
+                   policy: d.CoveragePolicy, week: bool) -> tuple[dict[int, list[int]], list[SchoolCoverage], int]:
+    """(per county [schools, with school days, covered], uncovered schools, live new-style
+    spaces): kept schools from coverage_day (coverage_read), the others judged here."""
+    counties = sorted(county_child)
+    tally = _tally(conn, counties)
+    uncovered: list[SchoolCoverage] = []
+    live_new_style = 0
+    if coverage_read.applies(policy) and (coverage_read.is_week(first, last) if week else first == last):
+        kept = coverage_read.region(conn, counties, first, last, policy, week)
+        for county, (total, covered) in kept.per_county.items():
+            tally[county][1] += total
+            tally[county][2] += covered
+        uncovered += (_kept_school(k, policy, week) for k in kept.uncovered)
+        live_new_style += kept.live_new_style
+        rest = _schools_by_id(conn, kept.unkept) if kept.unkept else []
+    else:
+        rest = _schools_in(conn, county_child)
+    for sc in _evaluate(conn, rest, first, last, policy, week) if rest else []:
+        live_new_style += sc.live_new_style
+        if sc.school_days:
+            tally[sc.county_code][1] += 1
+            tally[sc.county_code][2] += 1 if sc.covered else 0
+            if not sc.covered:
+                uncovered.append(sc)
+    return tally, uncovered, live_new_style
+
+
+def _summed(tally: dict[int, list[int]], counties, policy: d.CoveragePolicy) -> dict[str, Any]:
+    n = [0, 0, 0]
+    for county in counties:
+        for i, v in enumerate(tally.get(county, (0, 0, 0))):
+            n[i] += v
+    return summary_of(n[0], n[1], n[2], policy)
 
 
 def coverage(conn: Connection, region_code: int, first: date, last: date, *, week: bool,
@@ -186,25 +262,22 @@ def coverage(conn: Connection, region_code: int, first: date, last: date, *, wee
     if conn.execute(select(regions.c.code).where(regions.c.code == region_code)).first() is None:
         return None
     region, children, county_child = _region_tree(conn, region_code)
-    items = _evaluate(conn, _schools_in(conn, county_child), first, last, policy, week)
-    by_child: dict[int, list[SchoolCoverage]] = defaultdict(list)
-    for s in items:
-        child = county_child.get(s.county_code)
+    tally, uncovered, live_new_style = _judged_region(conn, county_child, first, last, policy, week)
+    counties_of: dict[int, list[int]] = defaultdict(list)
+    for county, child in county_child.items():
         if child is not None:
-            by_child[child].append(s)
-    uncovered = sorted((s for s in items if s.school_days and not s.covered),
-                       key=lambda s: (_days_short(s, policy) if week else 0, _closeness(s, policy), s.code))
+            counties_of[child].append(county)
+    uncovered.sort(key=lambda s: (_days_short(s, policy) if week else 0, _closeness(s, policy), s.code))
     reason_counts = Counter(s.reason() for s in uncovered)
-    live_new_style = sum(s.live_new_style for s in items)
     return {
         "region": {k: region[k] for k in ("code", "level", "name_zh", "name_en")},
         "period": ({"week": f"{first.isocalendar()[0]}-W{first.isocalendar()[1]:02d}"} if week
                    else {"date": first.isoformat()}) | {"from": first.isoformat(), "to": last.isoformat()},
         "policy": policy.as_dict(),
-        **_summary(items, policy),
+        **_summed(tally, county_child, policy),
         "uncovered_by_reason": {r: reason_counts[r] for r in REASONS},
-        "children": [{k: c[k] for k in ("code", "level", "name_zh", "name_en")} | _summary(by_child[c["code"]], policy)
-                     for c in children],
+        "children": [{k: c[k] for k in ("code", "level", "name_zh", "name_en")}
+                     | _summed(tally, counties_of[c["code"]], policy) for c in children],
         "new_style": {"live": live_new_style, "goal": policy.new_style_goal,
                       "gap": max(0, policy.new_style_goal - live_new_style)},
         "uncovered": {"total": len(uncovered), "limit": limit, "offset": offset,

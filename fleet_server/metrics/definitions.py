@@ -18,6 +18,7 @@ NO_SHOW_FIRST_MINUTES = 10         # ... or no presence in its first 10 minutes
 UNSCHEDULED_MIN_MINUTES = 10       # >= 10 consecutive occupied minutes outside every booking
 OVER_USED_UTILISATION = 0.9        # the brief: rooms over-used when utilisation > 0.9
 MAX_RANGE_DAYS = 400
+TREND_WEEKS = 12     # the coverage trend's ISO weeks by default (the API and the region pages)
 
 
 @dataclass(frozen=True)

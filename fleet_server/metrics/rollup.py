@@ -25,6 +25,9 @@ from fleet_server.db.registry_schema import device_assignments, rooms, schools
 from fleet_server.db.schema import windows
 from fleet_server.metrics.coverage_counts import cover_select
 from fleet_server.metrics.coverage_keep import refresh_all_schools, refresh_new_style_days
+from fleet_server.metrics.coverage_kept import forget as forget_coverage
+from fleet_server.metrics.coverage_kept import keep_coverage
+from fleet_server.metrics.coverage_kept import refresh_days as refresh_kept_days
 from fleet_server.metrics.hour_buckets import RoomContext, add_window, empty_measures, merge
 from fleet_server.metrics.schooltime import load_hours, zone
 from fleet_server.periodic import PeriodicJob
@@ -213,6 +216,7 @@ def _roll_batch(conn: Connection, limit: int, result: RollupResult) -> int:
             [{"school_id": k[0], "date": k[1], **m} for k, m in schools.items()])
     refresh_cover(conn, set(schools))
     refresh_new_style_days(conn, days, lambda table: _insert(conn, table))
+    refresh_kept_days(conn, set(schools))       # after the two above: it reads them
     return len(rows)
 
 
@@ -295,6 +299,7 @@ def rebuild_rollups(engine: Engine, *, batch: int = BATCH) -> RollupResult:
         for table in (room_hour, room_day, school_day, school_cover_day, new_style_day):
             conn.execute(table.delete().where(table.c.date >= first_day) if first_day else table.delete())
         refresh_all_schools(conn)      # the registry-side coverage counts, as a net
+        forget_coverage(conn)          # counted again by the keeper from the new rollups
         conn.execute(rollup_state.delete().where(rollup_state.c.key != _PRUNED_KEY))
         rows = select(*(windows.c[c] for c in QUEUED_COLUMNS), false())
         if first_day is not None:
@@ -308,6 +313,9 @@ def rebuild_rollups(engine: Engine, *, batch: int = BATCH) -> RollupResult:
         conn.execute(_insert(conn, rollup_queue).from_select([*QUEUED_COLUMNS, "parked"], rows)
                      .on_conflict_do_nothing())
     return run_rollups(engine, batch=batch)
+
+
+KEEP_BUDGET_S = 5.0
 
 
 class RollupJob(PeriodicJob):
@@ -326,4 +334,8 @@ class RollupJob(PeriodicJob):
         return self
 
     def run_once(self) -> RollupResult:
-        return run_rollups(self.engine, should_stop=self.stopping)
+        result = run_rollups(self.engine, should_stop=self.stopping)
+        # Then the coverage keeper, for a bounded time per run: a province's first count
+        # takes minutes and goes on over the next runs.
+        keep_coverage(self.engine, budget_s=KEEP_BUDGET_S, should_stop=self.stopping)
+        return result

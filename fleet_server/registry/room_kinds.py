@@ -9,6 +9,7 @@ from sqlalchemy import Connection, insert, select
 
 from fleet_server.db.registry_schema import ROOM_TYPES, buildings, rooms, timetable_periods
 from fleet_server.metrics.coverage_keep import refresh_new_style_rooms, refresh_schools
+from fleet_server.metrics.coverage_kept import forget as forget_coverage
 from fleet_server.registry import csv_rows as cells
 from fleet_server.registry.import_base import (
     ImportResult, Item, RowErrors, check_duplicates, chunks, school_ids, upsert,
@@ -123,10 +124,15 @@ def write_rooms(conn: Connection, items: list[Item], result: ImportResult) -> No
     for part in chunks(school_id_list):
         for r in conn.execute(select(rooms).where(rooms.c.school_id.in_(part))):
             existing[(r.school_id, r.code)] = r
+    changed_schools = {item.values["school_id"] for item in items
+                       if (old := existing.get(item.db_key)) is None
+                       or any(getattr(old, c) != item.values[c] for c in ROOM_VALUE_COLUMNS)}
     upsert(conn, rooms, items, existing, ROOM_VALUE_COLUMNS, result)
     # Coverage's counts kept from the registry: the schools' teaching spaces and node
-    # spans, and the new-style room-days of rooms whose flags changed.
+    # spans, and the new-style room-days of rooms whose flags changed; the kept coverage
+    # days of the schools whose rooms changed.
     refresh_schools(conn, school_id_list)
+    forget_coverage(conn, changed_schools)
     flips = [old.id for item in items if (old := existing.get(item.db_key)) is not None
              and (old.new_style and old.teaching_space)
              != (item.values["new_style"] and item.values["teaching_space"])]

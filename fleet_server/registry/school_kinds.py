@@ -10,6 +10,7 @@ from fleet_server.db.registry_schema import (
     CALENDAR_KINDS, DEFAULT_DAY_END, DEFAULT_DAY_START, MON_TO_FRI_MASK, SCHOOL_STAGES,
     SCHOOL_TIMEZONE, calendar_days, regions, schools,
 )
+from fleet_server.metrics.coverage_kept import forget as forget_coverage
 from fleet_server.registry import csv_rows as cells
 from fleet_server.registry.import_base import (
     ImportResult, Item, RowErrors, check_duplicates, chunks, school_ids, upsert,
@@ -22,6 +23,7 @@ CALENDAR_YEARS = (2000, 2100)   # catches a mistyped year (2206) before it hides
 # -- schools --------------------------------------------------------------------------
 
 SCHOOL_VALUE_COLUMNS = ("name", "county_code", "stage", "day_start", "day_end", "weekdays_mask", "timezone")
+_HOURS_COLUMNS = ("day_start", "day_end", "weekdays_mask", "timezone")
 
 
 def parse_schools(conn: Connection, rows: list, errors: RowErrors) -> list[Item]:
@@ -52,7 +54,11 @@ def write_schools(conn: Connection, items: list[Item], result: ImportResult) -> 
     for part in chunks(i.values["code"] for i in items):
         for r in conn.execute(select(schools).where(schools.c.code.in_(part))):
             existing[(r.code,)] = r
+    # A school's hours decide its school-day bounds: its kept coverage is counted again.
+    rehoured = [old.id for i in items if (old := existing.get(i.db_key)) is not None
+                and any(getattr(old, c) != i.values[c] for c in _HOURS_COLUMNS)]
     upsert(conn, schools, items, existing, SCHOOL_VALUE_COLUMNS, result)
+    forget_coverage(conn, rehoured)
 
 
 # -- calendar -------------------------------------------------------------------------
@@ -96,4 +102,12 @@ def write_calendar(conn: Connection, items: list[Item], result: ImportResult) ->
     if any(i.values["school_id"] is None for i in items):
         for r in conn.execute(select(calendar_days).where(c.school_id.is_(None))):
             existing[(None, r.date)] = r
+    # Calendar days decide which days are school days: the kept coverage of the schools
+    # whose days changed (every school's, for a province-wide day) is counted again.
+    moved = [i.values["school_id"] for i in items
+             if (old := existing.get(i.db_key)) is None or old.kind != i.values["kind"]]
     upsert(conn, calendar_days, items, existing, ("kind", "label"), result)
+    if any(school_id is None for school_id in moved):
+        forget_coverage(conn)
+    else:
+        forget_coverage(conn, moved)

@@ -16,6 +16,7 @@ from fleet_server.db.registry_schema import (
 )
 from fleet_server.db.schema import devices
 from fleet_server.metrics.coverage_keep import refresh_schools
+from fleet_server.metrics.coverage_kept import forget as forget_coverage
 from fleet_server.registry.csv_rows import mask_digits, read_table
 
 REGIONS_CSV = Path(__file__).resolve().parent.parent / "data" / "zhejiang_regions.csv"
@@ -219,7 +220,9 @@ def assign_device(conn: Connection, device_id: str, room_id: int | None, at_ts: 
     changed = {x for x in (room_id, last.room_id if last is not None and last.to_ts is None else None)
                if x is not None}
     if changed:
-        refresh_schools(conn, conn.execute(select(rooms.c.school_id).where(rooms.c.id.in_(changed))).scalars())
+        school_ids = list(conn.execute(select(rooms.c.school_id).where(rooms.c.id.in_(changed))).scalars())
+        refresh_schools(conn, school_ids)
+        forget_coverage(conn, school_ids)
     return current_assignment(conn, device_id)
 
 

@@ -10,13 +10,12 @@ from sqlalchemy import Connection
 
 from fleet_server.metrics import coverage as coverage_svc
 from fleet_server.metrics import coverage_trend as trend_svc
-from fleet_server.metrics.definitions import CoveragePolicy
+from fleet_server.metrics.definitions import TREND_WEEKS, CoveragePolicy
 from fleet_server.registry import service as registry
 from fleet_server.web import charts
 from fleet_server.web.i18n import Formatter
 
 UNCOVERED_SHOWN = 20      # closest to qualifying; the CSV beside it has every school
-TREND_WEEKS = 12          # the trend's weeks, ending with the shown one (the API's default)
 
 
 def coverage_trend(conn: Connection, region_code: int, last_week: date) -> list[dict] | None:

@@ -14,13 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleet_server.api.auth_deps import PrincipalDep
 from fleet_server.api.deps import ConnDep
+from fleet_server.api.report_json import ReportJSON
 from fleet_server.auth import scoped_services as scoped
 from fleet_server.db.registry_schema import SCHOOL_TIMEZONE
-from fleet_server.metrics import coverage as coverage_svc
 from fleet_server.metrics import coverage_trend as trend_svc
-from fleet_server.metrics import rooms as room_svc
-from fleet_server.metrics import schools as school_svc
-from fleet_server.metrics.definitions import MAX_RANGE_DAYS, CoveragePolicy
+from fleet_server.metrics.definitions import MAX_RANGE_DAYS, TREND_WEEKS, CoveragePolicy
 from fleet_server.metrics.schooltime import iso_week, zone
 
 router = APIRouter(prefix="/api/v1", tags=["metrics"])
@@ -142,7 +140,7 @@ def room_usage(conn: ConnDep, principal: PrincipalDep, room_id: int, dates: Rang
         raise HTTPException(404, f"no room {room_id}")
     if format == "csv":
         return csv_response(result["days"], f"room-{room_id}-usage-{dates[0]}-{dates[1]}.csv")
-    return result
+    return ReportJSON(result)
 
 
 @router.get("/rooms/{room_id}/environment", response_model=None, responses=_documented(RoomEnvironment))
@@ -154,7 +152,7 @@ def room_environment(conn: ConnDep, principal: PrincipalDep, room_id: int, dates
         raise HTTPException(404, f"no room {room_id}")
     if format == "csv":
         return csv_response(result["days"], f"room-{room_id}-environment-{dates[0]}-{dates[1]}.csv")
-    return result
+    return ReportJSON(result)
 
 
 @router.get("/schools/{school_id}/usage", response_model=None, responses=_documented(SchoolUsage))
@@ -170,7 +168,7 @@ def school_usage(conn: ConnDep, principal: PrincipalDep, school_id: int, dates: 
     result = scoped.school_usage(conn, principal, school_id, *dates, limit=limit, offset=offset)
     if result is None:
         raise HTTPException(404, f"no school {school_id}")
-    return result
+    return ReportJSON(result)
 
 
 def coverage_policy(
@@ -220,7 +218,7 @@ def coverage(conn: ConnDep, principal: PrincipalDep, region: RegionQ, policy: Po
                                    limit=limit, offset=offset)
     if result is None:
         raise HTTPException(404, f"no region {region}")
-    return result
+    return ReportJSON(result)
 
 
 class CoverageTrend(_Open):
@@ -233,7 +231,7 @@ class CoverageTrend(_Open):
 
 @router.get("/coverage/trend", response_model=None, responses=_documented(CoverageTrend))
 def coverage_trend(conn: ConnDep, principal: PrincipalDep, region: RegionQ, policy: PolicyDep,
-                   weeks: Annotated[int, Query(ge=1, le=trend_svc.MAX_WEEKS, description="how many ISO weeks")] = 12,
+                   weeks: Annotated[int, Query(ge=1, le=trend_svc.MAX_WEEKS, description="how many ISO weeks")] = TREND_WEEKS,
                    week: Annotated[str | None, Query(description="the last ISO week YYYY-Www "
                                                      "(default: the current week, Asia/Shanghai)")] = None,
                    format: FormatQ = "json") -> Any:
@@ -251,4 +249,4 @@ def coverage_trend(conn: ConnDep, principal: PrincipalDep, region: RegionQ, poli
     if format == "csv":
         rows = [row | {k: v for k, v in result["policy"].items() if k != "goal"} for row in result["weeks"]]
         return csv_response(rows, f"coverage-trend-{region}-{result['weeks'][-1]['week']}-{weeks}w.csv")
-    return result
+    return ReportJSON(result)
