@@ -219,32 +219,54 @@ def _tally(conn: Connection, counties: list[int]) -> dict[int, list[int]]:
         select(s.county_code, func.count()).where(s.county_code.in_(counties)).group_by(s.county_code))}
 
 
+@dataclass
+class _Region:
+    """A region judged: per county [schools, with school days, covered]; the first `top`
+    uncovered schools in the report's order, how many are uncovered in all and by main
+    reason; live new-style spaces."""
+    tally: dict[int, list[int]]
+    uncovered: list[SchoolCoverage]
+    uncovered_total: int
+    main_reasons: Counter
+    live_new_style: int
+
+
+def _order(s: SchoolCoverage, policy: d.CoveragePolicy, week: bool) -> tuple:
+    """The uncovered schools' order: closest to qualifying first (coverage_read.region
+    orders kept schools by the same key in SQL)."""
+    return (_days_short(s, policy) if week else 0, _closeness(s, policy), s.code)
+
+
 def _judged_region(conn: Connection, county_child: dict[int, int | None], first: date, last: date,
-                   policy: d.CoveragePolicy, week: bool) -> tuple[dict[int, list[int]], list[SchoolCoverage], int]:
-    """(per county [schools, with school days, covered], uncovered schools, live new-style
-    spaces): kept schools from coverage_day (coverage_read), the others judged here."""
+                   policy: d.CoveragePolicy, week: bool, top: int) -> _Region:
+    """Kept schools from coverage_day / coverage_week (coverage_read), the others judged here."""
     counties = sorted(county_child)
-    tally = _tally(conn, counties)
-    uncovered: list[SchoolCoverage] = []
-    live_new_style = 0
+    out = _Region(_tally(conn, counties), [], 0, Counter(), 0)
     if coverage_read.applies(policy) and (coverage_read.is_week(first, last) if week else first == last):
-        kept = coverage_read.region(conn, counties, first, last, policy, week)
+        kept = coverage_read.region(conn, counties, first, last, policy, week, top)
         for county, (total, covered) in kept.per_county.items():
-            tally[county][1] += total
-            tally[county][2] += covered
-        uncovered += (_kept_school(k, policy, week) for k in kept.uncovered)
-        live_new_style += kept.live_new_style
+            out.tally[county][1] += total
+            out.tally[county][2] += covered
+        out.uncovered += (_kept_school(k, policy, week) for k in kept.uncovered)
+        out.uncovered_total = kept.uncovered_total
+        out.main_reasons.update({REASONS[i - 1]: n for i, n in kept.main_reasons.items()})
+        out.live_new_style += kept.live_new_style
         rest = _schools_by_id(conn, kept.unkept) if kept.unkept else []
     else:
         rest = _schools_in(conn, county_child)
     for sc in _evaluate(conn, rest, first, last, policy, week) if rest else []:
-        live_new_style += sc.live_new_style
+        out.live_new_style += sc.live_new_style
         if sc.school_days:
-            tally[sc.county_code][1] += 1
-            tally[sc.county_code][2] += 1 if sc.covered else 0
+            out.tally[sc.county_code][1] += 1
+            out.tally[sc.county_code][2] += 1 if sc.covered else 0
             if not sc.covered:
-                uncovered.append(sc)
-    return tally, uncovered, live_new_style
+                out.uncovered.append(sc)
+                out.uncovered_total += 1
+                out.main_reasons[sc.reason()] += 1
+    # The first `top` of both parts hold the first `top` of all.
+    out.uncovered.sort(key=lambda s: _order(s, policy, week))
+    del out.uncovered[top:]
+    return out
 
 
 def _summed(tally: dict[int, list[int]], counties, policy: d.CoveragePolicy) -> dict[str, Any]:
@@ -262,27 +284,26 @@ def coverage(conn: Connection, region_code: int, first: date, last: date, *, wee
     if conn.execute(select(regions.c.code).where(regions.c.code == region_code)).first() is None:
         return None
     region, children, county_child = _region_tree(conn, region_code)
-    tally, uncovered, live_new_style = _judged_region(conn, county_child, first, last, policy, week)
+    judged = _judged_region(conn, county_child, first, last, policy, week, offset + limit)
+    tally, live_new_style = judged.tally, judged.live_new_style
     counties_of: dict[int, list[int]] = defaultdict(list)
     for county, child in county_child.items():
         if child is not None:
             counties_of[child].append(county)
-    uncovered.sort(key=lambda s: (_days_short(s, policy) if week else 0, _closeness(s, policy), s.code))
-    reason_counts = Counter(s.reason() for s in uncovered)
     return {
         "region": {k: region[k] for k in ("code", "level", "name_zh", "name_en")},
         "period": ({"week": f"{first.isocalendar()[0]}-W{first.isocalendar()[1]:02d}"} if week
                    else {"date": first.isoformat()}) | {"from": first.isoformat(), "to": last.isoformat()},
         "policy": policy.as_dict(),
         **_summed(tally, county_child, policy),
-        "uncovered_by_reason": {r: reason_counts[r] for r in REASONS},
+        "uncovered_by_reason": {r: judged.main_reasons[r] for r in REASONS},
         "children": [{k: c[k] for k in ("code", "level", "name_zh", "name_en")}
                      | _summed(tally, counties_of[c["code"]], policy) for c in children],
         "new_style": {"live": live_new_style, "goal": policy.new_style_goal,
                       "gap": max(0, policy.new_style_goal - live_new_style)},
-        "uncovered": {"total": len(uncovered), "limit": limit, "offset": offset,
+        "uncovered": {"total": judged.uncovered_total, "limit": limit, "offset": offset,
                       "items": [_school_item(s, county_child.get(s.county_code), policy)
-                                for s in uncovered[offset:offset + limit]]},
+                                for s in judged.uncovered[offset:offset + limit]]},
         "definitions": d.COVERAGE,
     }
 

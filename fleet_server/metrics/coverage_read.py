@@ -49,7 +49,12 @@ class KeptSchool:
 @dataclass
 class KeptRegion:
     per_county: dict[int, tuple[int, int]] = field(default_factory=dict)  # -> (with school days, covered)
+    # The first `top` uncovered kept schools in the report's order (coverage.py's key:
+    # days short of the week rule, shortfall, code), how many there are in all, and how
+    # many have each reason as their main one (1 + its index in coverage.REASONS).
     uncovered: list[KeptSchool] = field(default_factory=list)
+    uncovered_total: int = 0
+    main_reasons: dict[int, int] = field(default_factory=dict)
     live_new_style: int = 0
     unkept: list[int] = field(default_factory=list)      # schools judged at request time
 
@@ -78,10 +83,15 @@ def _kept_join(table, first: date, last: date):
             .join(schools, s.id == table.c.school_id))
 
 
+def _positive(x):
+    """Python's max(0.0, x) (both IEEE doubles, so the same value)."""
+    return case((x > 0.0, x), else_=0.0)
+
+
 def region(conn: Connection, counties: list[int], first: date, last: date, policy: d.CoveragePolicy,
-           week: bool) -> KeptRegion:
+           week: bool, top: int) -> KeptRegion:
     """The kept schools of these counties for the date `first` (== last) or, when `week`,
-    the ISO week starting `first`."""
+    the ISO week starting `first`; the first `top` uncovered ones in the report's order."""
     s = schools.c
     if week:
         c = coverage_week.c
@@ -103,7 +113,7 @@ def region(conn: Connection, counties: list[int], first: date, last: date, polic
         live_ns = c.live_new_style
         school = (c.school_id, s.county_code, c.spaces, literal(1).label("days"), literal(0).label("covered_days"),
                   *(case((c.reason == i, 1), else_=0).label(f"reason_{i}_days") for i in (1, 2, 3)))
-        sums = (c.inst_share, c.live_share)
+        sums = (c.inst_share.label("inst_share_sum"), c.live_share.label("live_share_sum"))
     # The period's kept rows once (PostgreSQL materialises a CTE used twice), then counted
     # per county and listed where not covered.
     kept_rows = (select(*school, *sums, s.code, s.name, covered.label("covered"), live_ns.label("live_ns"))
@@ -113,18 +123,36 @@ def region(conn: Connection, counties: list[int], first: date, last: date, polic
     counted = (select(*_row("c", (r.county_code, func.count(), func.sum(case((r.covered, 1), else_=0)),
                                   func.sum(r.live_ns))))
                .group_by(r.county_code))
-    uncovered = select(*_row("u", cols[:8], cols[8:10], cols[10:12])).where(~r.covered)
+    # coverage.py's order of the uncovered, by the same double arithmetic: days short of
+    # the week rule, then the shortfall from the shares (_closeness), then the code (in
+    # code-point order, as Python compares strings).
+    days_short = (_positive(case((r.days < policy.week_min_days, r.days), else_=policy.week_min_days)
+                            - r.covered_days) if week else literal(0))
+    shortfall = (_positive(policy.instrumented_share_min - r.inst_share_sum / r.days)
+                 + _positive(policy.live_share_min - r.live_share_sum / r.days))
+    code = r.code.collate("C") if conn.dialect.name == "postgresql" else r.code
+    first_uncovered = (select(*cols[:12]).where(~r.covered).order_by(days_short, shortfall, code)
+                       .limit(top).subquery())
+    uncovered = select(*_row("u", list(first_uncovered.c)[:8], list(first_uncovered.c)[8:10],
+                             list(first_uncovered.c)[10:12]))
+    # A school's main reason: the one with most days, the first of coverage.REASONS on a tie.
+    main = case((and_(r.reason_1_days >= r.reason_2_days, r.reason_1_days >= r.reason_3_days), 1),
+                (r.reason_2_days >= r.reason_3_days, 2), else_=3)
+    reasons = select(*_row("r", (main, func.count()))).where(~r.covered).group_by(main)
     rest = _unkept_ids(first, last, counties).subquery()
     not_kept = select(*_row("k", (rest.c.id,)))
     out = KeptRegion()
-    for kind, *ints, f1, f2, code, name in conn.execute(union_all(counted, uncovered, not_kept)).all():
+    for kind, *ints, f1, f2, code_, name in conn.execute(union_all(counted, uncovered, reasons, not_kept)).all():
         if kind == "c":
             out.per_county[ints[0]] = (int(ints[1]), int(ints[2] or 0))
             out.live_new_style += int(ints[3] or 0)
         elif kind == "u":
             school_id, county, spaces, days, covered_days, r1, r2, r3 = ints
-            out.uncovered.append(KeptSchool(school_id, code, name, county, spaces, days, covered_days,
+            out.uncovered.append(KeptSchool(school_id, code_, name, county, spaces, days, covered_days,
                                             f1, f2, (r1, r2, r3)))
+        elif kind == "r":
+            out.main_reasons[ints[0]] = int(ints[1])
+            out.uncovered_total += int(ints[1])
         else:
             out.unkept.append(ints[0])
     out.unkept.sort()

@@ -45,6 +45,7 @@ def views(conn, policy: CoveragePolicy) -> list:
                                   (W11, W11 + timedelta(days=6), True), (W11 + timedelta(days=4),) * 2 + (False,),
                                   (MONDAY - timedelta(days=2),) * 2 + (False,)):   # a Saturday
             out.append(cov.coverage(conn, region, first, last, week=week, policy=policy, limit=3))
+            out.append(cov.coverage(conn, region, first, last, week=week, policy=policy, limit=2, offset=2))
         out.append(coverage_trend(conn, region, W11, 3, policy=policy))
     return out
 
