@@ -106,11 +106,12 @@ def endpoints(targets: dict) -> list[tuple[str, str, dict, float | None]]:
 
 
 class Server:
-    """The app under uvicorn in a subprocess: no broker, no ingest (API-only replica)."""
+    """The app under uvicorn in a subprocess: an API-only replica (no broker, no ingest,
+    no background jobs: the bench keeps coverage itself first, keep_coverage)."""
 
     def __init__(self, db_url: str) -> None:
         self.port = free_port()
-        env = {**os.environ, "CAMPUSFLEET_DB": db_url, "CAMPUSFLEET_INGEST": "false",
+        env = {**os.environ, "CAMPUSFLEET_DB": db_url, "CAMPUSFLEET_INGEST": "false", "CAMPUSFLEET_JOBS": "false",
                "CAMPUSFLEET_MQTT": "mqtt://127.0.0.1:1",
                "CAMPUSFLEET_AUTH_REQUIRED": "false"}    # a throwaway server: times the queries, not logins
         self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "fleet_server.app:create_app", "--factory",
@@ -195,31 +196,28 @@ def server_version(url: str) -> str:
 
 
 ANALYSIS = (
-    "Where the time goes: coverage reads per-school counts, not rooms: teaching spaces (`school_spaces`) "
-    "and rooms with a node over each span of time (`school_node_spans`), both kept by the registry "
-    "services in the transaction that changes rooms or assignments; live and silent counts per school "
-    "and date (`school_cover_day`, kept by the rollup job); live new-style spaces from `new_style_day` "
-    "(~5,000 rows a school day instead of ~95,000 room-day index entries); and, by index ranges, the few "
-    "assignments that start or end inside the period, whose rooms are judged one by one "
-    "(docs/metrics.md \"How coverage is counted at province scale\", migration 0011). On PostgreSQL the "
-    "schools with nothing to judge room by room are judged in the database, one statement per group of "
-    "schools sharing their school days, which returns per-day counts only for the schools not covered; "
-    "replies are identical to judging every school in Python and to counting room_day "
-    "(tests/fleet_server/test_coverage.py compares all three). What remains grows with the number of "
-    "schools: one row per school and school day read and judged (~6,000 per day for the province), the "
-    "school list and its school days in Python, and for the trend the rooms whose node came or went over "
-    "12 weeks (~1,900 assignments), read from room_day by key and judged one by one. Before this change "
-    "(same dataset, same client, `--requests 20 --warmup 1`, load average 1.2 before / 6.1 after): p95 "
-    "coverage province date 3,653 ms, week 3,520; city 1,813 / 3,327; county 868 / 759; trend province / "
-    "city / county 34,990 / 13,870 / 1,905. Figures taken with other work on the machine (2 cores shared "
-    "with other engineers' test runs; see the load averages above): expect them lower on an idle machine. "
-    "Province and city views and the county week still miss 150 ms: measured in-process, a province "
-    "date view spends ~160-280 ms of Python CPU on ~6,000 schools (the school list, school days, one "
-    "object per school, ranking the uncovered) besides ~14 statements; summing covered schools per "
-    "county inside the database too, and fewer round trips, would be next. School usage reads only the "
-    "room-hour columns it uses and parses timetable periods once; the rest is the per-room figures in "
-    "Python (fleet_server/metrics/rooms.py); before that change p95 school usage was 1,685 ms (20 rooms) "
-    "and 2,457 (32 rooms) on a machine loaded ~4x over its cores.")
+    "Where the time goes. Coverage reads judgments kept ahead: `coverage_day` (per school and school "
+    "day) and `coverage_week` (per school and ISO week), counted by the request-time code itself and "
+    "kept current by the rollup job's coverage keeper (docs/metrics.md \"Kept coverage days\", "
+    "migration 0013; `bench/queries.py` brings them up to date before timing, as a running server "
+    "does in the background; the first count of this province took 180 s). A province date or week "
+    "is one statement over 6,000 kept rows: counts per county, the uncovered schools counted by main "
+    "reason, the first 100 of them ranked in SQL by the request-time key, and the schools not kept "
+    "(judged at request time, none here); the trend is one statement over 72,000 week rows. "
+    "`tests/fleet_server/test_coverage_kept.py` checks every view equals the request-time path. "
+    "Before (the request-time path, same dataset, `--requests 30 --warmup 2`, load 2.5-3.5): p95 "
+    "province date 890 ms, week 1,070; city 360 / 430; county 110 / 190; province trend 7.1 s; and "
+    "before that request-time path was reworked, 3,653 / 3,520 ms and 35 s. Three more changes for "
+    "every report: replies are encoded by `json.dumps` instead of FastAPI's `jsonable_encoder` "
+    "(`fleet_server/api/report_json.py`, ~10 ms less for a province reply); the school report's "
+    "~5,000 room-hour rows come through psycopg's binary protocol (`fleet_server/db/fetch.py`, "
+    "~10 ms less); and the server freezes what startup made out of the garbage collector's view "
+    "(`gc.freeze()`), which removed an ~80 ms pause from about one request in twenty. The server "
+    "runs with `CAMPUSFLEET_JOBS=false`, an API replica: with the background jobs on, this dataset's "
+    "95,732 nodes (all silent since the term ended) keep the alert job's offline rule busy for "
+    "~160 s a run, back to back, in the server's interpreter, and the same run gave health p50 20 ms "
+    "(not 5) and p95 province week 114-173 ms, school usage 32 rooms 137-182 ms over four runs. That "
+    "alert job cost is a finding of its own, not fixed here (docs/performance.md \"Known costs\").")
 
 
 def doc_body(lines: list[str], note: str, sizes: dict, targets: dict,

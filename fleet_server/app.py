@@ -69,14 +69,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if login is not None:
                 ingest.client.username_pw_set(login.username, login.password)
             ingest.start()
-        rollup = RollupJob(engine).start()
-        alert_job = AlertJob(engine).start()
-        retention = RetentionJob(engine, days=settings.retention_days).start()
+        rollup = RollupJob(engine)
+        alert_job = AlertJob(engine)
+        retention = RetentionJob(engine, days=settings.retention_days)
         # OTA campaigns: sends `ota` commands through ingest's MQTT client (docs/ota.md).
         campaigns = CampaignJob(engine, ingest.publish_command if ingest is not None else None,
                                 interval_s=settings.campaign_interval_s,
                                 max_in_flight=settings.campaign_max_in_flight,
-                                max_per_school=settings.campaign_max_per_school).start()
+                                max_per_school=settings.campaign_max_per_school)
+        jobs = (rollup, alert_job, retention, campaigns) if settings.jobs else ()
+        for job in jobs:
+            job.start()
         app.state.engine = engine
         app.state.stats = stats
         app.state.ingest = ingest
@@ -94,10 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            campaigns.stop()
-            retention.stop()
-            alert_job.stop()
-            rollup.stop()
+            for job in reversed(jobs):
+                job.stop()
             if ingest is not None:
                 ingest.stop()
             if tsdb is not None:

@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     bind: str = "127.0.0.1:8000"
     # Run the MQTT ingest inside the API process (off for API-only replicas).
     ingest: bool = True
+    # Run the background jobs (rollups and the coverage keeper, alerts, retention, OTA
+    # campaigns) in this process. Off for extra API replicas on a PostgreSQL that a server
+    # with the jobs also uses: their requests then never share the interpreter with a job.
+    jobs: bool = True
     ingest_client_id: str = "campusfleet-ingest"
     # Batch commit bounds: whichever is reached first closes the batch.
     batch_max: int = 500

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from fleet_server.db.fetch import fetch_all
 from fleet_server.db.metrics_schema import room_hour, school_day
 from fleet_server.db.registry_schema import rooms
 from fleet_server.metrics import definitions as d
@@ -45,9 +46,8 @@ def room_rows(conn: Connection, school_id: int, first: date, last: date, *, envi
     columns = [h[name] for name in _HOUR_COLUMNS]
     if environment:
         columns += [h[name] for name in (*ENVIRONMENT_SUMS, "co2_max")]
-    result = conn.execute(select(*columns)
-                          .where(h.school_id == school_id, h.date.between(first, last))
-                          .order_by(h.room_id, h.date, h.hour)).all()     # one fetch, not row by row
+    result = fetch_all(conn, select(*columns).where(h.school_id == school_id, h.date.between(first, last))
+                       .order_by(h.room_id, h.date, h.hour))     # one fetch, binary on PostgreSQL
     per_room: dict[int, tuple[dict[date, list[float]], dict[date, list[int]]]] = {}
     # Heatmap cells by weekday * 24 + hour, each summed in row order.
     cell_occ, cell_obs = [0.0] * (7 * 24), [0.0] * (7 * 24)
