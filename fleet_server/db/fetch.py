@@ -7,14 +7,16 @@ order. Only for statements whose bound values need no type processing (integers,
 strings, floats): the compiled statement's parameters are passed as they are."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Select
 
 
-def fetch_all(conn: Connection, stmt: Select) -> list[tuple[Any, ...]]:
+def fetch_all(conn: Connection, stmt: Select) -> Sequence[Any]:
+    """The rows, read by position (plain tuples on PostgreSQL, rows elsewhere)."""
     if conn.dialect.name != "postgresql":
-        return [tuple(row) for row in conn.execute(stmt).all()]
+        return conn.execute(stmt).all()
     compiled = stmt.compile(dialect=conn.dialect)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None

@@ -46,8 +46,11 @@ def room_rows(conn: Connection, school_id: int, first: date, last: date, *, envi
     columns = [h[name] for name in _HOUR_COLUMNS]
     if environment:
         columns += [h[name] for name in (*ENVIRONMENT_SUMS, "co2_max")]
-    result = fetch_all(conn, select(*columns).where(h.school_id == school_id, h.date.between(first, last))
-                       .order_by(h.room_id, h.date, h.hour))     # one fetch, binary on PostgreSQL
+    stmt = select(*columns).where(h.school_id == school_id, h.date.between(first, last)).order_by(
+        h.room_id, h.date, h.hour)
+    # One fetch, not row by row; for the usage figures alone as plain tuples (binary on
+    # PostgreSQL), with the environment as rows (environment_summary reads them by name).
+    result = conn.execute(stmt).all() if environment else fetch_all(conn, stmt)
     per_room: dict[int, tuple[dict[date, list[float]], dict[date, list[int]]]] = {}
     # Heatmap cells by weekday * 24 + hour, each summed in row order.
     cell_occ, cell_obs = [0.0] * (7 * 24), [0.0] * (7 * 24)
