@@ -240,7 +240,7 @@ def doc_body(lines: list[str], note: str, sizes: dict, targets: dict,
         "The first run builds the dataset (bench/province_data.py) into a kept cluster under "
         "/var/tmp/campusfleet-bench-pg and later runs reuse it; the cluster runs with "
         "`shared_buffers = 1GB`, `work_mem = 64MB`, `jit = off` (bench/pg_cluster.py). The server is "
-        "uvicorn in a subprocess, API only (no broker, no ingest).",
+        "uvicorn in a subprocess, an API replica (no broker, no ingest, no background jobs: `CAMPUSFLEET_JOBS=false`).",
         "",
         *lines,
         "",
@@ -285,7 +285,7 @@ def main() -> None:
     print("dataset:", province_data.sizes(url), flush=True)
     if args.build_only:
         return
-    keep_s = keep_coverage(url)
+    keep_coverage(url)
     targets = province_data.targets_of(url)
     eps = endpoints(targets)
     if args.only:
