@@ -214,10 +214,10 @@ ANALYSIS = (
     "~10 ms less); and the server freezes what startup made out of the garbage collector's view "
     "(`gc.freeze()`), which removed an ~80 ms pause from about one request in twenty. The server "
     "runs with `CAMPUSFLEET_JOBS=false`, an API replica: with the background jobs on, this dataset's "
-    "95,732 nodes (all silent since the term ended) keep the alert job's offline rule busy for "
-    "~160 s a run, back to back, in the server's interpreter, and the same run gave health p50 20 ms "
-    "(not 5) and p95 province week 114-173 ms, school usage 32 rooms 137-182 ms over four runs. That "
-    "alert job cost is a finding of its own, not fixed here (docs/performance.md \"Known costs\").")
+    "95,732 nodes (all silent since the term ended) kept the alert job's offline rule busy for "
+    "~160 s a pass, back to back, in the server's interpreter (26-34 s since, docs/performance.md "
+    "\"Known costs\"), and those runs gave health p50 20 ms (not 5) and p95 province week 114-173 ms, "
+    "school usage 32 rooms 137-182 ms over four runs.")
 
 
 def doc_body(lines: list[str], note: str, sizes: dict, targets: dict,

@@ -4,6 +4,7 @@ only inside its school's hours on school days. Nights, weekends and holidays do 
 count, so a node that dies on Friday evening is raised 30 minutes into Monday."""
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -51,6 +52,44 @@ def school_seconds(hours: SchoolHours, days: set[date], start_s: float, end_s: f
     return total, crossed
 
 
+class SchoolTime:
+    """One school's school-hours spans over the days of a pass, for the counts of all its
+    offline nodes: school_seconds' figures, from the spans found by bisection and summed
+    through prefix sums instead of walking every day for every node (a province has
+    ~95,000 nodes; bench/jobs.py). The sums are exact either way (whole seconds, and
+    instants with ~2^-22 s steps, totals far below 2^31 s), so the order of the additions
+    does not change them."""
+
+    def __init__(self, hours: SchoolHours, days: set[date]) -> None:
+        self.spans = [hours.bounds(day) for day in sorted(days)]
+        self.starts = [s for s, _ in self.spans]
+        self.ends = [e for _, e in self.spans]
+        self.prefix = [0]
+        for s, e in self.spans:
+            self.prefix.append(self.prefix[-1] + (e - s))
+
+    def count(self, start_s: float, end_s: float, threshold_s: float) -> tuple[float, float | None]:
+        spans, n = self.spans, len(self.spans)
+        j = bisect_right(self.ends, start_s)          # the first span ending after start_s
+        total, crossed = 0.0, None
+        while j < n and spans[j][0] < end_s and crossed is None:
+            s, e = spans[j]
+            lo, hi = max(s, start_s), min(e, end_s)
+            if hi > lo:
+                if total + (hi - lo) > threshold_s:
+                    crossed = lo + (threshold_s - total)
+                total += hi - lo
+            j += 1
+        k = bisect_left(self.starts, end_s)           # spans[j:k] start before end_s
+        if k > j:
+            total += self.prefix[k - 1] - self.prefix[j]      # whole spans j .. k-2
+            s, e = spans[k - 1]
+            lo, hi = max(s, start_s), min(e, end_s)
+            if hi > lo:
+                total += hi - lo
+        return total, crossed
+
+
 def _assigned_devices(conn: Connection) -> list[Any]:
     """Every node in a room now, with what decides online and the room's school."""
     d, a = devices.c, device_assignments.c
@@ -81,7 +120,9 @@ def evaluate_offline(conn: Connection, now_s: float) -> store.Outcome:
         last = datetime.fromtimestamp(now_s, UTC).date() + timedelta(days=1)
         days = {k: set(v) for k, v in school_days(conn, hours, first, last).items()}
 
+    school_time: dict[int, SchoolTime] = {}
     still_offline: set[str] = set()
+    updates: list[tuple[int, store.Finding]] = []      # open alerts still holding: written at once
     for r, since, cause in offline:
         h = hours[r.school_id]
         existing = current.get(r.device_id)
@@ -90,8 +131,10 @@ def evaluate_offline(conn: Connection, now_s: float) -> store.Outcome:
             # It came back and went off again between two runs: that outage ended.
             store.resolve(conn, existing, since, out, resolution="online")
             existing = None
-        counted_s, crossed_s = school_seconds(h, days.get(r.school_id, set()), max(since, floor_s), now_s,
-                                              OFFLINE_AFTER_SCHOOL_S)
+        st = school_time.get(r.school_id)
+        if st is None:
+            st = school_time[r.school_id] = SchoolTime(h, days.get(r.school_id, set()))
+        counted_s, crossed_s = st.count(max(since, floor_s), now_s, OFFLINE_AFTER_SCHOOL_S)
         if existing is not None:
             opened_s = existing.opened_at
         elif crossed_s is not None:
@@ -99,11 +142,16 @@ def evaluate_offline(conn: Connection, now_s: float) -> store.Outcome:
         else:
             continue            # offline, but not yet for 30 school minutes
         still_offline.add(r.device_id)
-        store.upsert_open(conn, store.Finding(
+        finding = store.Finding(
             KIND, r.device_id, opened_at=opened_s,
             last_seen_at=now_s, device_id=r.device_id, room_id=r.room_id, school_id=r.school_id,
             detail={"offline_since": since_iso, "cause": cause,
-                    "school_minutes_offline": round(counted_s / 60, 1)}), existing, out)
+                    "school_minutes_offline": round(counted_s / 60, 1)})
+        if existing is None:
+            store.insert(conn, finding, out)
+        else:
+            updates.append((existing.id, finding))
+    store.update_open_many(conn, updates, out)
 
     in_room = {r.device_id for r in assigned}
     for device_id, row in current.items():
