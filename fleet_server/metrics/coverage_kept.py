@@ -40,9 +40,9 @@ from fleet_server.db.metrics_schema import (
 )
 from fleet_server.db.registry_schema import SCHOOL_TIMEZONE, schools
 from fleet_server.metrics import definitions as d
-from fleet_server.metrics.coverage import REASONS, judge_day
+from fleet_server.metrics.coverage import REASONS, _schools_by_id, judge_day
 from fleet_server.metrics.coverage_counts import day_counts
-from fleet_server.metrics.coverage_keep import _lock_schools
+from fleet_server.metrics.coverage_keep import _chunks, _lock_schools
 from fleet_server.metrics.schooltime import zone
 
 # The policy the rows are judged with (coverage_read.applies: a report asking other
@@ -57,27 +57,11 @@ BEFORE_WEEKS = d.TREND_WEEKS - 1
 # write lock while it counts (ingest's commits wait), so it is kept short there.
 CHUNK_SCHOOLS = {"postgresql": 100, "sqlite": 20}
 PIECE_DAYS = 28          # days counted per pass (see count_rows)
-_IN_CHUNK = 500
 _KEPT_TABLES = (coverage_kept, coverage_day, coverage_week, coverage_new_style)
-
-
-def _chunks(values: Iterable, size: int = _IN_CHUNK):
-    ordered = sorted(values)
-    for i in range(0, len(ordered), size):
-        yield ordered[i:i + size]
 
 
 def school_today(now_s: float | None = None) -> date:
     return datetime.fromtimestamp(time.time() if now_s is None else now_s, zone(SCHOOL_TIMEZONE)).date()
-
-
-def _school_rows(conn: Connection, ids: list[int]) -> list[Any]:
-    s = schools.c
-    out = []
-    for part in _chunks(ids):
-        out += conn.execute(select(s.id, s.code, s.name, s.county_code, s.timezone, s.day_start, s.day_end,
-                                   s.weekdays_mask).where(s.id.in_(part))).all()
-    return sorted(out, key=lambda r: r.id)
 
 
 def count_rows(conn: Connection, school_rows: list[Any], first: date, last: date
@@ -210,7 +194,7 @@ def refresh_days(conn: Connection, keys: Iterable[tuple[int, date]]) -> None:
         if lo <= hi:
             groups[(lo, hi)].append(school_id)
     for (lo, hi), ids in groups.items():
-        rows, ns = count_rows(conn, _school_rows(conn, ids), lo, hi)
+        rows, ns = count_rows(conn, _schools_by_id(conn, ids), lo, hi)
         _replace(conn, ids, lo, hi, rows, ns)
 
 
@@ -246,7 +230,7 @@ def _keep_chunk(conn: Connection, ids: list[int], want_from: date, want_to: date
         ranges[school_id] = (min(old[0], want_from), max(old[1], want_to))
     for table in _KEPT_TABLES[1:]:
         conn.execute(table.delete().where(table.c.school_id.in_(afresh)))
-    rows_by_id = {r.id: r for r in _school_rows(conn, ids)}
+    rows_by_id = {r.id: r for r in _schools_by_id(conn, ids)}
     for (lo, hi), part_ids in parts.items():
         present = [rows_by_id[i] for i in part_ids if i in rows_by_id]
         rows, ns = count_rows(conn, present, lo, hi)
